@@ -1,0 +1,1 @@
+"""Sub-commands of ``envcal``, one module per area; each exposes ``register(app)``."""

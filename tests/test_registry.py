@@ -1,0 +1,95 @@
+import pytest
+from sqlmodel import Session, select
+
+from envcal.models import Analyzer, Channel, Station
+from envcal.registry import RegistryError, load_registry, sync_registry
+
+GOOD = """
+[[stations]]
+id = "S1"
+name = "s"
+kind = "flue_gas"
+lat = 30.0
+lon = 120.0
+operator = "op"
+
+[[analyzers]]
+id = "A1"
+station = "S1"
+model = "m"
+serial = "x"
+rule_pack = "hj75_2017"
+channels = [{ analyte = "SO2", unit = "mg/m3", span = 200.0 }]
+"""
+
+
+def _write(tmp_path, text, name="r.toml"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def test_registry_shipped_network_loads(registry):
+    kinds = {s.kind for s in registry.stations.values()}
+    assert kinds == {"ambient_air", "flue_gas", "surface_water", "wastewater"}
+    assert sum(1 for s in registry.stations.values() if s.kind == "flue_gas") == 2
+    cems = registry.analyzers["JX-PP01-CEMS"]
+    assert cems.channel("SO2").code == "a21026"
+    assert registry.by_mn("33040000000001").id == "JX-PP01-CEMS"
+
+
+def test_registry_good_file(tmp_path):
+    reg = load_registry(_write(tmp_path, GOOD))
+    assert list(reg.analyzers) == ["A1"]
+
+
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        ('serial = "x"', 'serial = "x"\ncolour = "red"', r"analyzers\[0\]\.colour \(id='A1'\): unknown key"),
+        ('unit = "mg/m3"', 'unit = "bogons"', "unknown unit 'bogons'"),
+        ('analyte = "SO2"', 'analyte = "XYZ"', "unknown analyte 'XYZ'"),
+        ('station = "S1"', 'station = "S9"', "unknown station 'S9'"),
+        ('kind = "flue_gas"', 'kind = "volcano"', r"stations\[0\]\.kind"),
+        ("span = 200.0", "span = -1.0", "greater than 0"),
+        ("lat = 30.0", "lat = 95.0", r"stations\[0\]\.lat"),
+    ],
+)
+def test_registry_invalid_named(tmp_path, old, new, message):
+    p = _write(tmp_path, GOOD.replace(old, new))
+    with pytest.raises(RegistryError, match=message) as exc:
+        load_registry(p)
+    assert str(p) in str(exc.value)
+
+
+def test_registry_duplicate_id_across_files(tmp_path):
+    d = tmp_path / "reg"
+    d.mkdir()
+    _write(d, GOOD, "a.toml")
+    _write(d, GOOD.split("[[analyzers]]")[0].replace('id = "S1"', 'id = "S2"')
+           + "[[analyzers]]" + GOOD.split("[[analyzers]]")[1], "b.toml")
+    with pytest.raises(RegistryError, match="duplicate analyzer id 'A1'"):
+        load_registry(d)
+
+
+def test_registry_duplicate_channel(tmp_path):
+    text = GOOD.replace('channels = [{ analyte = "SO2", unit = "mg/m3", span = 200.0 }]',
+                        'channels = [{ analyte = "SO2", unit = "mg/m3", span = 200.0 },'
+                        ' { analyte = "SO2", unit = "ppm", span = 70.0 }]')
+    with pytest.raises(RegistryError, match="duplicate channel 'SO2'"):
+        load_registry(_write(tmp_path, text))
+
+
+def test_registry_bad_toml(tmp_path):
+    with pytest.raises(RegistryError, match="invalid TOML"):
+        load_registry(_write(tmp_path, "[[stations]\nid="))
+
+
+def test_registry_sync_is_idempotent(engine, registry):
+    sync_registry(engine, registry)
+    sync_registry(engine, registry)
+    with Session(engine) as s:
+        assert len(s.exec(select(Station)).all()) == len(registry.stations)
+        assert len(s.exec(select(Analyzer)).all()) == len(registry.analyzers)
+        n_channels = sum(len(a.channels) for a in registry.analyzers.values())
+        assert len(s.exec(select(Channel)).all()) == n_channels

@@ -75,6 +75,10 @@ class Mosquitto:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         text = CONF_TEMPLATE.read_text().format(port=self.port, host=self.host,
                                                 data_dir=self.data_dir.resolve())
+        if os.geteuid() == 0 and "\nuser " not in f"\n{self.extra_conf}":
+            # as root, mosquitto drops to the 'mosquitto' user and then cannot write its
+            # persistence file in our folder: sessions would not survive a restart
+            text += "user root\n"
         if self.extra_conf:
             text += "\n" + self.extra_conf.strip() + "\n"
         self.conf_path.write_text(text)

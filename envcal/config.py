@@ -20,7 +20,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-def _toml_settings(path: Path | None = None) -> dict[str, Any]:
+def file_settings(path: Path | None = None) -> dict[str, Any]:
+    """Settings from ``envcal.toml`` (or ``ENVCAL_CONFIG``); ``{}`` when there is none."""
     path = path or Path(os.environ.get("ENVCAL_CONFIG", "envcal.toml"))
     if not path.is_file():
         return {}
@@ -52,7 +53,7 @@ def setting(name: str, flag_value: Any = None, default: Any = None) -> Any:
     env = os.environ.get(f"ENVCAL_{name.upper()}")
     if env not in (None, ""):
         return env
-    toml = _toml_settings()
+    toml = file_settings()
     if name in toml:
         return toml[name]
     return default if default is not None else DEFAULTS.get(name)

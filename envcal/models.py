@@ -94,6 +94,9 @@ class Reading(SQLModel, table=True):
     check_phase: str | None = Field(default=None, max_length=8)
     material: str | None = Field(default=None, max_length=128)
     received_at: dt.datetime = _ts()
+    #: quality assurance (envcal.alerts): False inside an out-of-control period, None not
+    #: evaluated; written into the archive's ``{var}_qa`` flag variable on compaction.
+    qa_ok: bool | None = Field(default=None, nullable=True)
 
 
 class DeadLetter(SQLModel, table=True):
@@ -255,5 +258,251 @@ class AuditLog(SQLModel, table=True):
     object_type: str = Field(max_length=64)
     object_id: str = Field(max_length=256)
     details: dict | None = _json()
-    prev_hash: str = Field(max_length=64)
+    prev_hash: str = Field(max_length=64, unique=True)  # a fork of the chain cannot be stored
     hash: str = Field(max_length=64, unique=True)
+
+
+# --------------------------------------------------------------------------- verification (issue 4)
+class CheckResult(SQLModel, table=True):
+    """The evaluation of one QC check of one channel, with every number and what it rests on.
+
+    One row per (analyzer, analyte, check id): a replay writes the same row again, so a
+    re-evaluation never duplicates. ``verdict`` is pass | warn | fail | invalid.
+    """
+
+    __tablename__ = "check_result"
+    __table_args__ = (
+        sa.UniqueConstraint("analyzer_id", "analyte", "check_id", name="uq_check_result"),
+        sa.Index("ix_check_result_channel_end", "analyzer_id", "analyte", "kind", "end"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    analyzer_id: str = Field(foreign_key="analyzer.id", max_length=64)
+    station_id: str = Field(max_length=64, index=True)
+    analyte: str = Field(max_length=32)
+    kind: str = Field(max_length=16)
+    check_id: str = Field(max_length=128)
+    source: str = Field(default="readings", max_length=16)  # readings | summary
+    start: dt.datetime = _ts()
+    end: dt.datetime = _ts(index=True)
+    unit: str = Field(max_length=32)
+    span: float
+    n: int = 0
+    mean: float | None = None
+    sd: float | None = None
+    u_mean: float | None = None
+    t90_s: float | None = None
+    plateau_start: dt.datetime | None = _ts(nullable=True)
+    plateau_end: dt.datetime | None = _ts(nullable=True)
+    reference: float | None = None
+    u_reference: float | None = None
+    error_abs: float | None = None
+    error_rel_pct: float | None = None
+    error_fs_pct: float | None = None
+    drift_fs_pct: float | None = None
+    en: float | None = None
+    bias_ok: bool | None = None
+    verdict: str = Field(max_length=16, index=True)
+    rule: str | None = Field(default=None, max_length=128)
+    rule_status: str | None = Field(default=None, max_length=16)
+    pack: str = Field(max_length=64)
+    pack_version: str = Field(max_length=64)
+    material: str | None = Field(default=None, max_length=128, index=True)
+    certificate_pk: int | None = None
+    molar_volume: float | None = None
+    reason_en: str = ""
+    reason_zh: str = ""
+    device_verdict: str | None = Field(default=None, max_length=32)
+    device_measured: float | None = None
+    needs_review: bool = False
+    details: dict | None = _json()
+    evaluated_at: dt.datetime = _ts()
+
+
+# --------------------------------------------------------------------------- archive
+class ArchiveFile(SQLModel, table=True):
+    """One CF NetCDF file of the archive: one station, one UTC day (``envcal.archive``).
+
+    ``path`` is relative to the archive folder; ``sha256`` is the file's digest as written.
+    A late reading merged into a closed day rewrites the file and updates this row.
+    """
+
+    __tablename__ = "archive_file"
+    __table_args__ = (sa.UniqueConstraint("station_id", "day", name="uq_archive_file"),)
+    id: int | None = Field(default=None, primary_key=True)
+    station_id: str = Field(foreign_key="station.id", index=True, max_length=64)
+    day: dt.date
+    path: str = Field(max_length=512)
+    sha256: str = Field(max_length=64)
+    n_values: int
+    n_times: int
+    created_at: dt.datetime = _ts()
+
+
+# --------------------------------------------------------------------------- ingest: check summaries (issue 2)
+class CheckSummaryRecord(SQLModel, table=True):
+    """A device-computed QC check summary (``.../check`` topic JSON or HJ 212-2025 CN 2062).
+
+    Kept as the device sent it; verification re-evaluates it with envcal's own rules and
+    CRM values (``device_verdict`` is kept beside ours, never trusted).
+    """
+
+    __tablename__ = "check_summary"
+    __table_args__ = (
+        sa.UniqueConstraint("analyzer_id", "check_id", "analyte", name="uq_check_summary"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    analyzer_id: str = Field(foreign_key="analyzer.id", index=True, max_length=64)
+    check_id: str = Field(max_length=128)
+    kind: str = Field(max_length=16)
+    analyte: str = Field(max_length=32)
+    start: dt.datetime = _ts()
+    end: dt.datetime = _ts(index=True)
+    material: str | None = Field(default=None, max_length=128)
+    measured: float | None = None
+    readings: list | None = _json()
+    standard_value: float | None = None
+    device_verdict: str | None = Field(default=None, max_length=32)
+    received_at: dt.datetime = _ts()
+
+
+# --------------------------------------------------------------------------- rule packs (issue 4)
+class RuleConfirmation(SQLModel, table=True):
+    """An administrator's confirmation of a rule-pack rule against the primary text.
+
+    Bound to the SHA-256 of the rule's content: once the rule is edited in its TOML file
+    the confirmation no longer applies (``envcal.rules`` overlays only matching rows).
+    """
+
+    __tablename__ = "rule_confirmation"
+    __table_args__ = (
+        sa.UniqueConstraint("pack", "rule_id", "rule_sha256", name="uq_rule_confirmation"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    pack: str = Field(max_length=64, index=True)
+    rule_id: str = Field(max_length=128)
+    rule_sha256: str = Field(max_length=64)
+    pack_version: str = Field(max_length=64)
+    citation: str
+    confirmed_by: str = Field(max_length=128)
+    confirmed_at: dt.datetime = _ts()
+
+
+# --------------------------------------------------------------------------- users and UI (issue 7)
+class User(SQLModel, table=True):
+    """A local account of the Streamlit app (``envcal users add``); role is one of
+    viewer | staff | lab | admin. ``password_hash`` is an argon2id hash (None: OIDC only)."""
+
+    __tablename__ = "app_user"
+    name: str = Field(primary_key=True, max_length=128)
+    role: str = Field(max_length=16)
+    password_hash: str | None = Field(default=None, max_length=256)
+    created_at: dt.datetime = _ts()
+    disabled: bool = False
+
+
+class LoginAttempt(SQLModel, table=True):
+    """One login attempt (success or failure), for lock-out after repeated failures."""
+
+    __tablename__ = "login_attempt"
+    __table_args__ = (sa.Index("ix_login_attempt_name_ts", "name", "ts"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=128)
+    ts: dt.datetime = _ts()
+    ok: bool
+
+
+# --------------------------------------------------------------------------- alerts (issue 5)
+class Alert(SQLModel, table=True):
+    """An alert about one analyzer channel (``analyte`` None: the whole analyzer).
+
+    ``state`` open | acknowledged | resolved. ``open_key`` is ``analyzer|analyte|kind`` while
+    the alert is not resolved and NULL once resolved; its unique constraint makes "one
+    unresolved alert per analyzer, channel and kind" a database guarantee (NULLs never
+    collide, on SQLite and PostgreSQL alike).
+    """
+
+    __tablename__ = "alert"
+    __table_args__ = (
+        sa.UniqueConstraint("open_key", name="uq_alert_open_key"),
+        sa.Index("ix_alert_channel_kind", "analyzer_id", "analyte", "kind"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    analyzer_id: str = Field(max_length=64)
+    station_id: str = Field(max_length=64, index=True)
+    analyte: str | None = Field(default=None, max_length=32)
+    kind: str = Field(max_length=32)
+    severity: str = Field(max_length=16)  # info | warning | critical
+    state: str = Field(max_length=16, index=True)  # open | acknowledged | resolved
+    open_key: str | None = Field(default=None, max_length=160)
+    opened_at: dt.datetime = _ts()
+    updated_at: dt.datetime = _ts()
+    resolved_at: dt.datetime | None = _ts(nullable=True)
+    resolved_by: str | None = Field(default=None, max_length=128)
+    acknowledged_at: dt.datetime | None = _ts(nullable=True)
+    acknowledged_by: str | None = Field(default=None, max_length=128)
+    escalated_at: dt.datetime | None = _ts(nullable=True)
+    title_en: str = ""
+    title_zh: str = ""
+    evidence: dict | None = _json()
+    result_ids: list | None = _json()
+    trigger: str | None = Field(default=None, max_length=256)  # what opened it (replay guard)
+
+
+class AlertEvent(SQLModel, table=True):
+    """One transition of an alert: open, update, acknowledge, escalate, resolve."""
+
+    __tablename__ = "alert_event"
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    ts: dt.datetime = _ts()
+    data_ts: dt.datetime | None = _ts(nullable=True)  # data time of the evidence
+    action: str = Field(max_length=16)
+    actor: str = Field(max_length=128)
+    state: str = Field(max_length=16)
+    severity: str = Field(max_length=16)
+    note: str | None = None
+    evidence: dict | None = _json()
+
+
+class OutOfControlPeriod(SQLModel, table=True):
+    """An out-of-control period (40 CFR 75.24, 40 CFR 60 App. F §4.3, HJ 75-2017 失控时段).
+
+    ``start``: end of the last passing check before the failure (for a ``consecutive``
+    condition, the end of the check completing the run, as the standard says); ``end``: end
+    of the next passing check after the failure (NULL while open). Readings of the channel
+    inside (start, end] have ``Reading.qa_ok = False``.
+    """
+
+    __tablename__ = "out_of_control_period"
+    __table_args__ = (
+        sa.UniqueConstraint("analyzer_id", "analyte", "rule_id", "opened_by_result",
+                            name="uq_out_of_control_period"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    analyzer_id: str = Field(foreign_key="analyzer.id", index=True, max_length=64)
+    analyte: str = Field(max_length=32)
+    rule_id: str = Field(max_length=128)
+    start: dt.datetime = _ts()
+    end: dt.datetime | None = _ts(nullable=True)
+    opened_by_result: int
+    closed_by_result: int | None = None
+    start_result: int | None = None  # the last passing check (None: none known)
+    source: str = ""
+    evidence: dict | None = _json()
+    updated_at: dt.datetime = _ts()
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One POST of an alert event to the webhook, with its retries."""
+
+    __tablename__ = "webhook_delivery"
+    id: int | None = Field(default=None, primary_key=True)
+    alert_id: int = Field(foreign_key="alert.id", index=True)
+    url: str
+    payload: dict | None = _json()
+    state: str = Field(default="pending", max_length=16, index=True)  # pending | delivered | failed
+    attempts: int = 0
+    last_error: str | None = None
+    next_retry_at: dt.datetime | None = _ts(nullable=True)
+    created_at: dt.datetime = _ts()
+    delivered_at: dt.datetime | None = _ts(nullable=True)

@@ -5,6 +5,6 @@
 - :mod:`envcal.protocols.hj212` — HJ 212-2017 frames (and 2005 / 2025 variants).
 """
 
-from envcal.protocols.records import CheckBlock, CheckSummary, ProtocolError, ReadingRecord
+from envcal.protocols.records import UTC8, CheckBlock, CheckSummary, ProtocolError, ReadingRecord
 
-__all__ = ["CheckBlock", "CheckSummary", "ProtocolError", "ReadingRecord"]
+__all__ = ["UTC8", "CheckBlock", "CheckSummary", "ProtocolError", "ReadingRecord"]

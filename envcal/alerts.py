@@ -1,0 +1,1181 @@
+"""Alerts: detection rules, out-of-control periods, the state machine and dispatch.
+
+Each alert kind comes from one rule whose parameters live in :class:`AlertConfig`
+(``[alerts]`` of ``envcal.toml``):
+
+``out_of_tolerance``
+    the newest valid check of some check kind of the channel failed its rule.
+``out_of_control``
+    an out-of-control condition of the rule pack (``[[out_of_control]]``: one check with
+    ``|q| > factor × limit``, or ``days`` consecutive such checks) opens an
+    :class:`~envcal.models.OutOfControlPeriod`; it closes at the next passing check
+    (verdict pass or warn). The alert is open while a period is open; readings of the
+    channel inside a period get ``Reading.qa_ok = False``.
+``drift_trend``
+    over the last ``drift_history`` valid checks of a kind, the least-squares line of the
+    rule's quantity reaches the fail limit within ``drift_horizon_days`` of the newest
+    check, with ``|slope| >= drift_min_t × SE(slope)``, at least ``drift_min_points``
+    checks, while the newest check still passes.
+``check_overdue``
+    a check kind the pack requires (``frequency_h``) is older than
+    ``frequency × (1 + overdue_grace)`` at data time.
+``material_invalid``
+    the newest check of the channel was refused for its material (unknown, expired,
+    revoked); and a revoked lot already used (``Finding(kind="material_revoked")``,
+    analyzer-level alert, resolved by staff).
+``data_quality``
+    :mod:`envcal.data_quality` tests on the readings since the last tick: flat line, out of
+    physical range, spikes, rate of change, the C/M falsification pattern; seq gaps
+    (``DataGap``) and no data (analyzer-level). Resolved after ``dq_clear_h`` clean hours.
+``peer_drift``
+    ambient stations within ``peer_radius_km``: a station whose daily mean deviates from
+    the median of at least ``peer_min_neighbours`` neighbours by more than
+    ``peer_threshold`` (relative) on each of the last ``peer_days`` days.
+
+State machine: open → acknowledged → resolved (automatically when the condition clears,
+or by staff with a note); one unresolved alert per (analyzer, analyte, kind) — a unique
+``open_key`` in the database; new evidence updates it. Every transition is an
+:class:`~envcal.models.AlertEvent`, an audit-trail entry, an MQTT message on
+``envcal/alerts/{station}/{analyzer}`` and, when configured, a webhook delivery.
+Evaluation recomputes the desired state from stored data, so replaying a period opens
+nothing twice (an alert resolved by staff is not reopened by the evidence that opened it).
+
+References
+----------
+40 CFR 75.24 (out-of-control periods); 40 CFR 60 App. F Proc. 1 §4.3 (drift out of
+control: 2× for 5 consecutive days, 4× once); HJ 75-2017 (失控时段, data flags); IOOS
+QARTOD manuals (data-quality tests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import logging
+import math
+import threading
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+from numba import njit
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from envcal import audit
+from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic
+from envcal.models import (
+    Alert,
+    AlertEvent,
+    CheckResult,
+    DataGap,
+    Finding,
+    OutOfControlPeriod,
+    Reading,
+    WebhookDelivery,
+    utcnow,
+)
+from envcal.registry import Registry
+from envcal.rules import RulePack, load_pack
+
+log = logging.getLogger(__name__)
+
+KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overdue",
+         "material_invalid", "data_quality", "peer_drift")
+SEVERITIES = ("info", "warning", "critical")
+STATES = ("open", "acknowledged", "resolved")
+ACTOR = "envcal-alerts"
+EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+class AlertError(ValueError):
+    """Bad alert configuration or an impossible transition."""
+
+
+# ----------------------------------------------------------------------------- configuration
+@dataclass
+class AlertConfig:
+    """Parameters of every alert rule (``[alerts]`` table of ``envcal.toml``; unknown keys are errors).
+
+    Times in hours/days/minutes as named; fractions of the channel span unless said.
+    """
+
+    escalate_after_h: float = 4.0          # unacknowledged this long -> escalate [h]
+    history_days: float = 90.0             # check history re-read per evaluation [d]
+    drift_horizon_days: float = 7.0        # forecast crossing within [d]
+    drift_history: int = 30                # checks in the trend fit
+    drift_min_points: int = 7              # fewest checks for a trend
+    drift_min_t: float = 3.0               # |slope| / SE(slope) at least
+    drift_reset_fraction: float = 0.4      # a step > this × limit restarts the trend fit
+    overdue_grace: float = 0.1             # fraction of the interval allowed late
+    dq_window_h: float = 24.0              # first data-quality window [h]
+    dq_clear_h: float = 6.0                # clean hours before a data-quality alert resolves
+    flat_minutes: float = 60.0             # stuck value at least this long [min]
+    flat_tol_fraction: float = 1e-4        # "flat": range below this fraction of span
+    range_min_count: int = 1               # readings outside the physical range
+    range_low_fraction: float = -0.02      # default lower physical bound [fraction of span]
+    range_high_fraction: float = 1.2       # default upper physical bound [fraction of span]
+    spike_fraction: float = 0.2            # spike threshold [fraction of span]
+    spike_min_count: int = 3
+    roc_fraction_per_min: float = 0.3      # rate-of-change threshold [fraction of span / min]
+    roc_min_count: int = 3
+    gap_min_missing: int = 10              # missing messages (seq gaps) in the window
+    no_data_minutes: float = 60.0          # no reading for this long at data time [min]
+    falsify_limits: dict[str, float] = field(
+        default_factory=lambda: {"SO2": 35.0, "NOx": 50.0, "dust": 10.0})  # [channel unit]
+    falsify_near_fraction: float = 0.8
+    falsify_context_minutes: float = 10.0
+    falsify_min_episodes: int = 3
+    falsify_alpha: float = 1e-3
+    peer_radius_km: float = 30.0
+    peer_min_neighbours: int = 2
+    peer_days: int = 3
+    peer_threshold: float = 0.3            # relative deviation from the neighbours' median
+    peer_floor_fraction: float = 0.01      # smallest denominator [fraction of span]
+    webhook_timeout_s: float = 2.0
+    webhook_max_attempts: int = 8
+    webhook_backoff_s: float = 0.5
+    webhook_backoff_max_s: float = 300.0
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any]) -> AlertConfig:
+        """Build from a mapping; an unknown key or a wrong type is an :class:`AlertError`."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise AlertError(f"[alerts]: unknown key(s) {unknown} (known: {', '.join(known)})")
+        out = {}
+        for k, v in data.items():
+            default = getattr(cls(), k)
+            if isinstance(default, dict):
+                if not isinstance(v, dict) or not all(isinstance(x, (int, float)) for x in v.values()):
+                    raise AlertError(f"[alerts] {k}: expected a table of numbers")
+                out[k] = {str(a): float(x) for a, x in v.items()}
+            elif isinstance(default, int) and not isinstance(default, bool):
+                if not isinstance(v, int) or isinstance(v, bool):
+                    raise AlertError(f"[alerts] {k}: expected an integer, got {v!r}")
+                out[k] = v
+            else:
+                if not isinstance(v, (int, float)) or isinstance(v, bool):
+                    raise AlertError(f"[alerts] {k}: expected a number, got {v!r}")
+                out[k] = float(v)
+        return cls(**out)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> AlertConfig:
+        """The ``[alerts]`` table of a TOML file (defaults when the file or table is absent)."""
+        p = Path(path)
+        if not p.is_file():
+            return cls()
+        with p.open("rb") as fh:
+            data = tomllib.load(fh)
+        return cls.from_mapping(data.get("alerts", {}))
+
+
+# ----------------------------------------------------------------------------- kernels
+@njit(cache=True)
+def ooc_periods_kernel(offsets, qabs, passed, threshold, run_len):
+    """Out-of-control periods of many check series (CSR layout, each sorted by time).
+
+    Parameters
+    ----------
+    offsets : int64 (nser + 1)
+    qabs : float64
+        ``|q|`` of each check [rule unit]; NaN for an invalid check (neither counts nor breaks).
+    passed : bool
+        Verdict pass or warn.
+    threshold : float64 (nser)
+        ``factor × limit`` of the condition [rule unit].
+    run_len : int64 (nser)
+        Checks above the threshold in a row needed (1 for ``single``).
+
+    Returns
+    -------
+    start_idx, trigger_idx, close_idx : int64 arrays, one entry per period
+        Global indices: the last passing check before (start of the period; -1 none known;
+        for ``run_len > 1`` the check completing the run), the check that opened it, and the
+        passing check that closed it (-1: still open).
+    state : int8 per check
+        1 where the check lies in an open period after it (inclusive of the trigger).
+
+    References
+    ----------
+    40 CFR 75.24; 40 CFR 60 App. F Proc. 1 §4.3.1; HJ 75-2017 (失控时段).
+    """
+    n = qabs.shape[0]
+    st = np.empty(n, np.int64)
+    tr = np.empty(n, np.int64)
+    cl = np.empty(n, np.int64)
+    state = np.zeros(n, np.int8)
+    k = 0
+    for s in range(offsets.shape[0] - 1):
+        a = offsets[s]
+        b = offsets[s + 1]
+        last_pass = -1
+        run = 0
+        run_first_pass = -1
+        open_ = False
+        for i in range(a, b):
+            q = qabs[i]
+            if open_:
+                state[i] = 1
+                if passed[i]:
+                    cl[k] = i
+                    k += 1
+                    open_ = False
+                    state[i] = 0
+                    last_pass = i
+                    run = 0
+                continue
+            if not q == q:
+                continue
+            if passed[i]:
+                last_pass = i
+                run = 0
+                continue
+            if q > threshold[s]:
+                if run == 0:
+                    run_first_pass = last_pass
+                run += 1
+                if run >= run_len[s]:
+                    st[k] = run_first_pass if run_len[s] == 1 else i
+                    tr[k] = i
+                    open_ = True
+                    state[i] = 1
+            else:
+                run = 0
+        if open_:
+            cl[k] = -1
+            k += 1
+    return st[:k], tr[:k], cl[:k], state
+
+
+@njit(cache=True)
+def trend_alarm_kernel(offsets, t, q, passed, limit, window, min_points, horizon, min_t, reset):
+    """Drift-trend early warning at every check of many series (CSR layout).
+
+    At check i the last ``window`` finite values up to i are fitted by least squares
+    (slope, its standard error); the alarm is raised when at least ``min_points`` values
+    were used, check i passes, ``|slope| >= min_t · SE`` and the fitted line at t_i reaches
+    ``±limit`` (in the direction of the slope) within ``(0, horizon]`` days.
+
+    Parameters
+    ----------
+    offsets : int64 (nser + 1)
+    t : float64
+        Check times [d].
+    q : float64
+        Signed tested quantity [rule unit], NaN for invalid checks.
+    passed : bool
+    limit : float64 (nser)
+        Fail limit [rule unit].
+    window, min_points : int
+    horizon : float
+        [d]
+    min_t : float
+        Required slope / SE ratio [-].
+    reset : float
+        A step between consecutive values larger than ``reset × limit`` (an adjustment or
+        recalibration) restarts the fit [-].
+
+    Returns
+    -------
+    alarm : bool per check
+    slope, se, days : float64 per check
+        [unit/d], [unit/d], days to the crossing (NaN when not computed).
+
+    References
+    ----------
+    Montgomery, Peck & Vining, *Introduction to Linear Regression Analysis*, §2.2-2.4.
+    """
+    n = q.shape[0]
+    alarm = np.zeros(n, np.bool_)
+    slope = np.full(n, np.nan)
+    se = np.full(n, np.nan)
+    days = np.full(n, np.nan)
+    buf_t = np.empty(window, np.float64)
+    buf_q = np.empty(window, np.float64)
+    for s in range(offsets.shape[0] - 1):
+        a = offsets[s]
+        b = offsets[s + 1]
+        m = 0
+        head = 0
+        prev = np.nan
+        for i in range(a, b):
+            v = q[i]
+            if not v == v:
+                continue
+            if prev == prev and abs(v - prev) > reset * limit[s]:
+                m = 0
+                head = 0
+            prev = v
+            buf_t[head] = t[i]
+            buf_q[head] = v
+            head = (head + 1) % window
+            if m < window:
+                m += 1
+            if m < min_points or m < 3:
+                continue
+            st = 0.0
+            sq = 0.0
+            for j in range(m):
+                st += buf_t[j]
+                sq += buf_q[j]
+            tm = st / m
+            qm = sq / m
+            sxx = 0.0
+            sxy = 0.0
+            syy = 0.0
+            for j in range(m):
+                dx = buf_t[j] - tm
+                dy = buf_q[j] - qm
+                sxx += dx * dx
+                sxy += dx * dy
+                syy += dy * dy
+            if not sxx > 0.0:
+                continue
+            b1 = sxy / sxx
+            sse = syy - b1 * sxy
+            if sse < 0.0:
+                sse = 0.0
+            e = np.sqrt(sse / (m - 2) / sxx)
+            slope[i] = b1
+            se[i] = e
+            if b1 == 0.0:
+                continue
+            y_now = qm + b1 * (t[i] - tm)
+            target = limit[s] if b1 > 0.0 else -limit[s]
+            d = (target - y_now) / b1
+            days[i] = d
+            if passed[i] and abs(b1) >= min_t * e and d > 0.0 and d <= horizon:
+                alarm[i] = True
+    return alarm, slope, se, days
+
+
+# ----------------------------------------------------------------------------- helpers
+def _iso(t: dt.datetime | None) -> str | None:
+    if t is None:
+        return None
+    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _days(t: dt.datetime) -> float:
+    return (t - EPOCH).total_seconds() / 86400.0
+
+
+def _jsonable(obj: Any) -> Any:
+    return json.loads(json.dumps(obj, default=lambda o: _iso(o) if isinstance(o, dt.datetime)
+                                 else (o.item() if isinstance(o, np.generic) else str(o))))
+
+
+def _fin(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def open_key(analyzer: str, analyte: str | None, kind: str) -> str:
+    """The dedup key of an unresolved alert."""
+    return f"{analyzer}|{analyte or '*'}|{kind}"
+
+
+def alert_json(a: Alert) -> dict[str, Any]:
+    """An alert as the JSON of ``envcal alerts list --json`` and the alert topic."""
+    return {
+        "id": a.id, "analyzer": a.analyzer_id, "station": a.station_id, "analyte": a.analyte,
+        "kind": a.kind, "severity": a.severity, "state": a.state,
+        "opened_at": _iso(a.opened_at), "updated_at": _iso(a.updated_at),
+        "resolved_at": _iso(a.resolved_at), "resolved_by": a.resolved_by,
+        "acknowledged_at": _iso(a.acknowledged_at), "acknowledged_by": a.acknowledged_by,
+        "escalated_at": _iso(a.escalated_at), "title_en": a.title_en, "title_zh": a.title_zh,
+        "evidence": a.evidence or {}, "results": list(a.result_ids or []),
+    }
+
+
+@dataclass
+class Desired:
+    """What the data say about one (analyzer, analyte, kind): open with evidence, or clear."""
+
+    analyzer: str
+    analyte: str | None
+    kind: str
+    open: bool
+    severity: str = "warning"
+    title_en: str = ""
+    title_zh: str = ""
+    evidence: dict[str, Any] = field(default_factory=dict)
+    result_ids: list[int] = field(default_factory=list)
+    trigger: str | None = None
+    data_ts: dt.datetime | None = None
+    note: str = "condition cleared"
+
+
+# ----------------------------------------------------------------------------- the engine
+class AlertEngine:
+    """Evaluates alert rules, keeps alerts and out-of-control periods, dispatches transitions.
+
+    Parameters
+    ----------
+    engine : Engine
+        Storage (migrated).
+    registry : Registry
+        Stations and analyzers (spans, rule packs, coordinates).
+    publisher : callable, optional
+        ``publisher(topic, payload_bytes)`` (the service's MQTT client, QoS 1); called after
+        each commit, errors are logged, never raised.
+    webhook_url : str, optional
+        POST every transition there (background thread, retries with back-off).
+    config : AlertConfig
+    """
+
+    def __init__(self, engine: Engine, registry: Registry, publisher: Publisher | None = None,
+                 webhook_url: str | None = None, config: AlertConfig | None = None) -> None:
+        self.engine = engine
+        self.registry = registry
+        self.publisher = publisher
+        self.webhook_url = webhook_url
+        self.config = config or AlertConfig()
+        self.packs: dict[str, RulePack] = {}
+        for a in registry.analyzers.values():
+            if a.rule_pack not in self.packs:
+                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
+        self._lock = threading.RLock()
+        self._dq_since: dt.datetime | None = None
+        self._peer_day: dt.date | None = None
+        self.dispatcher: WebhookDispatcher | None = None
+        if webhook_url:
+            c = self.config
+            self.dispatcher = WebhookDispatcher(
+                engine, timeout_s=c.webhook_timeout_s, max_attempts=c.webhook_max_attempts,
+                backoff_s=c.webhook_backoff_s, backoff_max_s=c.webhook_backoff_max_s).start()
+
+    def close(self) -> None:
+        """Stop the webhook thread (pending deliveries stay stored and resume next start)."""
+        if self.dispatcher is not None:
+            self.dispatcher.stop()
+
+    # -- entry points --------------------------------------------------------------------
+    def on_results(self, results: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Verifier listener: evaluate the channels of a batch of result dicts.
+
+        Returns
+        -------
+        list of dict
+            The alert JSON of every transition made (also published).
+        """
+        pairs = sorted({(r["analyzer"], r["analyte"]) for r in results
+                        if r.get("analyzer") in self.registry.analyzers and r.get("analyte")})
+        return self.evaluate_channels(pairs)
+
+    def evaluate_channels(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Re-evaluate the result-driven kinds (out_of_tolerance, out_of_control,
+        drift_trend, material_invalid) of the given (analyzer, analyte) channels."""
+        out: list[dict[str, Any]] = []
+        for analyzer, analyte in pairs:
+            with self._lock:
+                desired, periods = self._channel_state(analyzer, analyte)
+                out.extend(self._apply(desired, periods=(analyzer, analyte, periods)))
+        return out
+
+    def reevaluate_all(self) -> list[dict[str, Any]]:
+        """Every channel that has results (``envcal alerts evaluate --results``)."""
+        c = CheckResult.__table__.c
+        with self.engine.connect() as conn:
+            pairs = [tuple(r) for r in conn.execute(sa.select(c.analyzer_id, c.analyte).distinct())]
+        return self.evaluate_channels([p for p in pairs if p[0] in self.registry.analyzers])
+
+    def tick(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+        """Timer: overdue checks, data quality since the last tick, revoked lots, peer
+        drift, escalation, quality flags of open periods, webhook retries.
+
+        Parameters
+        ----------
+        now : datetime, optional
+            Data time (the newest reading); read from the hot store when not given.
+        """
+        with self._lock:
+            now = now or self.data_time()
+            if now is None:
+                return []
+            out: list[dict[str, Any]] = []
+            out.extend(self._apply(self._overdue(now)))
+            out.extend(self._apply(self._data_quality(now)))
+            out.extend(self._apply(self._revocations(now)))
+            out.extend(self._apply(self._peer_drift(now)))
+            out.extend(self._escalate(now))
+            self._mark_open_periods()
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        return out
+
+    def data_time(self) -> dt.datetime | None:
+        """The newest reading time in the hot store (else the newest result end)."""
+        with self.engine.connect() as conn:
+            t = conn.execute(sa.select(sa.func.max(Reading.__table__.c.ts))).scalar()
+            if t is None:
+                t = conn.execute(sa.select(sa.func.max(CheckResult.__table__.c.end))).scalar()
+        if t is not None and t.tzinfo is None:
+            t = t.replace(tzinfo=dt.UTC)
+        return t
+
+    # -- result-driven kinds -------------------------------------------------------------
+    def _history(self, analyzer: str, analyte: str) -> list[dict[str, Any]]:
+        c = CheckResult.__table__.c
+        p = OutOfControlPeriod.__table__.c
+        with self.engine.connect() as conn:
+            newest = conn.execute(sa.select(sa.func.max(c.end)).where(
+                c.analyzer_id == analyzer, c.analyte == analyte)).scalar()
+            if newest is None:
+                return []
+            if newest.tzinfo is None:
+                newest = newest.replace(tzinfo=dt.UTC)
+            since = newest - dt.timedelta(days=self.config.history_days)
+            oldest_open = conn.execute(sa.select(sa.func.min(p.start)).where(
+                p.analyzer_id == analyzer, p.analyte == analyte, p.end.is_(None))).scalar()
+            if oldest_open is not None:
+                oldest_open = oldest_open if oldest_open.tzinfo else oldest_open.replace(tzinfo=dt.UTC)
+                since = min(since, oldest_open - dt.timedelta(days=1))
+            rows = conn.execute(
+                sa.select(c.id, c.kind, c.start, c.end, c.verdict, c.rule, c.error_abs,
+                          c.error_rel_pct, c.error_fs_pct, c.drift_fs_pct, c.en, c.details,
+                          c.material, c.check_id, c.reason_en, c.reason_zh)
+                .where(c.analyzer_id == analyzer, c.analyte == analyte, c.end >= since)
+                .order_by(c.end, c.id)).mappings().all()
+        return [dict(r) for r in rows]
+
+    def _channel_state(self, analyzer: str, analyte: str):
+        spec = self.registry.analyzers[analyzer]
+        pack = self.packs[spec.rule_pack]
+        hist = self._history(analyzer, analyte)
+        desired: list[Desired] = []
+        if not hist:
+            return desired, []
+        last_ts = hist[-1]["end"]
+
+        # material_invalid: the newest check refused for its material
+        newest = hist[-1]
+        refusal = (newest.get("details") or {}).get("material_refusal") if newest["verdict"] == "invalid" else None
+        if refusal:
+            desired.append(Desired(
+                analyzer, analyte, "material_invalid", True, "warning",
+                f"{analyzer} {analyte}: check used an unusable reference material {newest['material'] or '(none)'}",
+                f"{analyzer} {analyte}：核查所用标准物质不可用 {newest['material'] or '（无）'}",
+                {"refusal": refusal, "material": newest["material"], "check_id": newest["check_id"],
+                 "reason_en": newest["reason_en"], "reason_zh": newest["reason_zh"]},
+                [newest["id"]], f"result:{newest['id']}", newest["end"]))
+        else:
+            desired.append(Desired(analyzer, analyte, "material_invalid", False, data_ts=last_ts,
+                                   note=f"check {newest['check_id']} used a valid material"))
+
+        # out_of_tolerance: the newest valid check of a kind failed
+        latest: dict[str, dict] = {}
+        for r in hist:
+            if r["verdict"] != "invalid":
+                latest[r["kind"]] = r
+        failing = {k: r for k, r in latest.items() if r["verdict"] == "fail"}
+        if failing:
+            ev = {k: {"result": r["id"], "check_id": r["check_id"], "rule": r["rule"],
+                      "end": r["end"], "error_fs_pct": _fin(r["error_fs_pct"]),
+                      "error_rel_pct": _fin(r["error_rel_pct"]), "reason_en": r["reason_en"],
+                      "reason_zh": r["reason_zh"]} for k, r in sorted(failing.items())}
+            newest_fail = max(failing.values(), key=lambda r: (r["end"], r["id"]))
+            desired.append(Desired(
+                analyzer, analyte, "out_of_tolerance", True, "warning",
+                f"{analyzer} {analyte}: {', '.join(sorted(failing))} check out of tolerance",
+                f"{analyzer} {analyte}：{'、'.join(sorted(failing))} 核查超出允许误差",
+                {"failing": ev}, sorted(r["id"] for r in failing.values()),
+                f"result:{newest_fail['id']}", newest_fail["end"]))
+        else:
+            desired.append(Desired(analyzer, analyte, "out_of_tolerance", False, data_ts=last_ts,
+                                   note="the newest checks pass"))
+
+        # out_of_control periods (per condition of the pack)
+        periods = []
+        for cond in pack.out_of_control:
+            rules = {rid: pack.rule(rid) for rid in cond.rules}
+            rows = [r for r in hist if r["rule"] in rules or (
+                r["verdict"] == "invalid" and any(x.applies_to(r["kind"], analyte) for x in rules.values()))]
+            rows = [r for r in rows if any(x.applies_to(r["kind"], analyte) for x in rules.values())]
+            if not rows:
+                continue
+            q = np.array([abs(r[rules[r["rule"]].quantity]) if (r["verdict"] != "invalid" and r["rule"] in rules
+                          and r[rules[r["rule"]].quantity] is not None) else np.nan for r in rows])
+            passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
+            # each row's threshold is its own rule's; the kernel takes one per series, so
+            # scale q by the rule's limit and use the factor as the threshold
+            lim = np.array([rules[r["rule"]].limit if r["rule"] in rules else 1.0 for r in rows])
+            st, tr, cl, _ = ooc_periods_kernel(np.array([0, len(rows)], np.int64), q / lim, passed,
+                                               np.array([cond.factor]), np.array([cond.days], np.int64))
+            for s_i, t_i, c_i in zip(st, tr, cl, strict=True):
+                trig = rows[t_i]
+                start = rows[s_i]["end"] if s_i >= 0 else trig["start"]
+                periods.append({
+                    "rule_id": cond.id, "start": start,
+                    "end": rows[c_i]["end"] if c_i >= 0 else None,
+                    "opened_by_result": trig["id"],
+                    "closed_by_result": rows[c_i]["id"] if c_i >= 0 else None,
+                    "start_result": rows[s_i]["id"] if s_i >= 0 else None,
+                    "source": f"{cond.source.standard} {cond.source.clause}",
+                    "evidence": {"condition": cond.kind, "factor": cond.factor, "days": cond.days,
+                                 "trigger_check": trig["check_id"], "trigger_rule": trig["rule"],
+                                 "trigger_value": _fin(trig[rules[trig["rule"]].quantity]),
+                                 "limit": rules[trig["rule"]].limit,
+                                 "status": cond.status, "consequence": cond.consequence}})
+        open_p = [p for p in periods if p["end"] is None]
+        if open_p:
+            first = min(open_p, key=lambda p: p["start"])
+            desired.append(Desired(
+                analyzer, analyte, "out_of_control", True, "critical",
+                f"{analyzer} {analyte}: out of control since {_iso(first['start'])} ({first['rule_id']})",
+                f"{analyzer} {analyte}：自 {_iso(first['start'])} 起失控（{first['rule_id']}），期间数据无效",
+                {"periods": [{k: p[k] for k in ("rule_id", "start", "opened_by_result", "start_result",
+                                                "source")} | p["evidence"] for p in open_p]},
+                sorted({p["opened_by_result"] for p in open_p}),
+                "period:" + ",".join(sorted(f"{p['rule_id']}:{p['opened_by_result']}" for p in open_p)),
+                last_ts))
+        else:
+            closed = [p for p in periods if p["end"] is not None]
+            note = "no open out-of-control period"
+            if closed:
+                lastp = max(closed, key=lambda p: p["end"])
+                note = f"period closed by passing check (result {lastp['closed_by_result']})"
+            desired.append(Desired(analyzer, analyte, "out_of_control", False, data_ts=last_ts, note=note))
+
+        # drift_trend per check kind
+        c = self.config
+        alarms = {}
+        for kind in sorted({r["kind"] for r in hist}):
+            rules = pack.rules_for(kind, analyte) if kind in _check_kinds() else []
+            if not rules:
+                continue
+            rule = rules[0]
+            rows = [r for r in hist if r["kind"] == kind]
+            t = np.array([_days(r["end"]) for r in rows])
+            qv = np.array([r[rule.quantity] if (r["verdict"] != "invalid" and r[rule.quantity] is not None)
+                           else np.nan for r in rows], dtype=np.float64)
+            passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
+            al, sl, se, dd = trend_alarm_kernel(np.array([0, len(rows)], np.int64), t, qv, passed,
+                                                np.array([rule.limit]), c.drift_history,
+                                                c.drift_min_points, c.drift_horizon_days, c.drift_min_t,
+                                                c.drift_reset_fraction)
+            if al[-1]:
+                alarms[kind] = {"rule": rule.id, "quantity": rule.quantity, "limit": rule.limit,
+                                "slope_per_day": _fin(sl[-1]), "slope_se": _fin(se[-1]),
+                                "days_to_limit": _fin(dd[-1]),
+                                "crossing": _iso(rows[-1]["end"] + dt.timedelta(days=float(dd[-1]))),
+                                "last_value": _fin(qv[-1]), "last_result": rows[-1]["id"],
+                                "n": int(min(np.isfinite(qv).sum(), c.drift_history))}
+        if alarms:
+            ids = sorted(a["last_result"] for a in alarms.values())
+            soonest = min(alarms.values(), key=lambda a: a["days_to_limit"])
+            desired.append(Desired(
+                analyzer, analyte, "drift_trend", True, "warning",
+                f"{analyzer} {analyte}: drift reaches the limit in {soonest['days_to_limit']:.1f} d",
+                f"{analyzer} {analyte}：按漂移趋势约 {soonest['days_to_limit']:.1f} 天后超限",
+                {"trends": alarms, "horizon_days": c.drift_horizon_days}, ids,
+                f"result:{max(ids)}", last_ts))
+        else:
+            desired.append(Desired(analyzer, analyte, "drift_trend", False, data_ts=last_ts,
+                                   note="no trend predicts crossing the limit within the horizon"))
+        return desired, periods
+
+    # -- timer-driven kinds --------------------------------------------------------------
+    def _overdue(self, now: dt.datetime) -> list[Desired]:
+        c = CheckResult.__table__.c
+        r = Reading.__table__.c
+        with self.engine.connect() as conn:
+            last = {(a, x, k): t for a, x, k, t in conn.execute(
+                sa.select(c.analyzer_id, c.analyte, c.kind, sa.func.max(c.end))
+                .group_by(c.analyzer_id, c.analyte, c.kind))}
+            first = {a: t for a, t in conn.execute(
+                sa.select(r.analyzer_id, sa.func.min(r.ts)).group_by(r.analyzer_id))}
+        out = []
+        for aid, spec in self.registry.analyzers.items():
+            pack = self.packs[spec.rule_pack]
+            for ch in spec.channels:
+                late = {}
+                for kind, interval in pack.required_checks(ch.analyte):
+                    t = last.get((aid, ch.analyte, kind))
+                    base = t if t is not None else first.get(aid)
+                    if base is None:
+                        continue
+                    base = base if base.tzinfo else base.replace(tzinfo=dt.UTC)
+                    due = base + interval * (1 + self.config.overdue_grace)
+                    if now > due:
+                        late[kind] = {"last_check": _iso(t), "interval_h": interval.total_seconds() / 3600,
+                                      "due": _iso(due), "hours_late": round((now - due).total_seconds() / 3600, 2)}
+                if late:
+                    out.append(Desired(aid, ch.analyte, "check_overdue", True, "warning",
+                                       f"{aid} {ch.analyte}: {', '.join(sorted(late))} check overdue",
+                                       f"{aid} {ch.analyte}：{'、'.join(sorted(late))} 核查逾期",
+                                       {"overdue": late, "data_time": _iso(now)}, [],
+                                       None, now))
+                else:
+                    out.append(Desired(aid, ch.analyte, "check_overdue", False, data_ts=now,
+                                       note="required checks are on time"))
+        return out
+
+    def _data_quality(self, now: dt.datetime) -> list[Desired]:
+        from envcal import data_quality as dq
+
+        cfg = self.config
+        since = self._dq_since or (now - dt.timedelta(hours=cfg.dq_window_h))
+        if since >= now:
+            return []
+        context = dt.timedelta(minutes=max(cfg.flat_minutes, cfg.falsify_context_minutes) + 1)
+        r = Reading.__table__.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(r.analyzer_id, r.analyte, r.ts, r.value, r.flag, r.check_id)
+                .where(r.ts > since - context, r.ts <= now)
+                .order_by(r.analyzer_id, r.analyte, r.ts)).all()
+            gaps = conn.execute(
+                sa.select(DataGap.__table__.c.analyzer_id, sa.func.sum(DataGap.__table__.c.missing),
+                          sa.func.count())
+                .where(DataGap.__table__.c.ts_after > since, DataGap.__table__.c.ts_after <= now)
+                .group_by(DataGap.__table__.c.analyzer_id)).all()
+            newest = dict(conn.execute(sa.select(r.analyzer_id, sa.func.max(r.ts)).group_by(r.analyzer_id)).all())
+            open_dq = {(a.analyzer_id, a.analyte): a for a in Session(conn).exec(
+                sa.select(Alert).where(Alert.kind == "data_quality", Alert.state != "resolved")).scalars()}
+        self._dq_since = now
+        issues: dict[tuple[str, str | None], dict[str, Any]] = {}
+        if rows:
+            cols = list(zip(*rows, strict=True))
+            aid = np.array(cols[0], dtype=object)
+            ana = np.array(cols[1], dtype=object)
+            t = np.array([_days(x if x.tzinfo else x.replace(tzinfo=dt.UTC)) * 86400.0 for x in cols[2]])
+            x = np.array([np.nan if v is None else v for v in cols[3]], dtype=np.float64)
+            flags = np.array(cols[4], dtype=object)
+            in_check = np.array([c is not None for c in cols[5]])
+            fcls = np.full(len(rows), dq.FLAG_OTHER, np.int8)
+            fcls[(flags == "N") & ~in_check] = dq.FLAG_NORMAL
+            fcls[np.isin(flags, ["C", "M"]) & ~in_check] = dq.FLAG_MASKED
+            key = np.char.add(aid.astype(str), np.char.add("\x1f", ana.astype(str)))
+            change = np.nonzero(key[1:] != key[:-1])[0] + 1
+            offsets = np.concatenate([[0], change, [len(rows)]]).astype(np.int64)
+            chans = [(aid[o], ana[o]) for o in offsets[:-1]]
+            span, lo, hi, lim = [], [], [], []
+            for a, x_ in chans:
+                spec = self.registry.analyzers.get(a)
+                ch = spec.channel(x_) if spec else None
+                s = float(ch.span) if ch else 1.0
+                span.append(s)
+                lo.append(ch.range_min if ch and ch.range_min is not None else cfg.range_low_fraction * s)
+                hi.append(ch.range_max if ch and ch.range_max is not None else cfg.range_high_fraction * s)
+                lim.append(cfg.falsify_limits.get(x_, np.nan))
+            counts = dq.channel_tests(
+                t, x, fcls, offsets, np.array(span), np.array(lo), np.array(hi), np.array(lim),
+                t_from=_days(since) * 86400.0, flat_tol_fraction=cfg.flat_tol_fraction,
+                flat_s=cfg.flat_minutes * 60.0, spike_fraction=cfg.spike_fraction,
+                roc_fraction_per_min=cfg.roc_fraction_per_min,
+                near_fraction=cfg.falsify_near_fraction, context_s=cfg.falsify_context_minutes * 60.0)
+            for (a, x_), row in zip(chans, counts, strict=True):
+                if a not in self.registry.analyzers:
+                    continue
+                n = dict(zip(dq.COLUMNS, (int(v) for v in row), strict=True))
+                found: dict[str, Any] = {}
+                if n["flat_line"] > 0:
+                    found["flat_line"] = {"readings": n["flat_line"], "minutes": cfg.flat_minutes}
+                if n["out_of_range"] >= cfg.range_min_count:
+                    found["out_of_range"] = {"readings": n["out_of_range"]}
+                if n["spike"] >= cfg.spike_min_count:
+                    found["spike"] = {"readings": n["spike"]}
+                if n["rate_of_change"] >= cfg.roc_min_count:
+                    found["rate_of_change"] = {"readings": n["rate_of_change"]}
+                if n["episodes"]:
+                    f = dq.falsification(n["episodes"], n["episodes_near_limit"], n["normal"],
+                                         n["normal_near_limit"], min_episodes=cfg.falsify_min_episodes,
+                                         alpha=cfg.falsify_alpha)
+                    if f.flagged:
+                        found["falsification"] = f.as_dict() | {
+                            "limit": cfg.falsify_limits.get(x_), "masked_above_limit": n["masked_above_limit"]}
+                if found:
+                    issues[(a, x_)] = found
+        for a, missing, count in gaps:
+            if a in self.registry.analyzers and int(missing or 0) >= cfg.gap_min_missing:
+                issues.setdefault((a, None), {})["seq_gaps"] = {"missing": int(missing), "gaps": int(count)}
+        for a in self.registry.analyzers:
+            t_last = newest.get(a)
+            if t_last is None:
+                continue
+            t_last = t_last if t_last.tzinfo else t_last.replace(tzinfo=dt.UTC)
+            if now - t_last > dt.timedelta(minutes=cfg.no_data_minutes):
+                issues.setdefault((a, None), {})["no_data"] = {"last_reading": _iso(t_last)}
+        out = []
+        window = {"from": _iso(since), "to": _iso(now)}
+        for (a, x_), found in sorted(issues.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
+            sev = "critical" if "falsification" in found else "warning"
+            tests = ", ".join(sorted(found))
+            out.append(Desired(a, x_, "data_quality", True, sev,
+                               f"{a} {x_ or ''}: data quality ({tests})".replace("  ", " "),
+                               f"{a} {x_ or ''}：数据质量问题（{tests}）".replace("  ", " "),
+                               {"tests": found, "window": window, "last_seen": _iso(now)}, [], None, now))
+        for (a, x_), alert in open_dq.items():
+            if (a, x_) in issues:
+                continue
+            seen = (alert.evidence or {}).get("last_seen")
+            seen_t = dt.datetime.fromisoformat(seen.replace("Z", "+00:00")) if seen else alert.updated_at
+            if now - seen_t >= dt.timedelta(hours=cfg.dq_clear_h):
+                out.append(Desired(a, x_, "data_quality", False, data_ts=now,
+                                   note=f"no data-quality finding for {cfg.dq_clear_h:g} h"))
+        return out
+
+    def _revocations(self, now: dt.datetime) -> list[Desired]:
+        f = Finding.__table__.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(f.id, f.object_id, f.details, f.resolved_at, f.created_at)
+                                .where(f.kind == "material_revoked").order_by(f.id)).all()
+        per: dict[str, list] = {}
+        for fid, lot, details, resolved, created in rows:
+            for a in (details or {}).get("analyzers", []):
+                if a in self.registry.analyzers:
+                    per.setdefault(a, []).append((fid, lot, details or {}, resolved, created))
+        out = []
+        for a, items in per.items():
+            live = [i for i in items if i[3] is None]
+            if not live:
+                out.append(Desired(a, None, "material_invalid", False, data_ts=now,
+                                   note="revocation findings resolved"))
+                continue
+            ids = sorted({rid for i in live for rid in (i[2].get("result_ids") or []) if rid is not None})
+            out.append(Desired(
+                a, None, "material_invalid", True, "critical",
+                f"{a}: reference material lot(s) {', '.join(sorted({i[1] for i in live}))} revoked after use",
+                f"{a}：已使用的标准物质批次 {'、'.join(sorted({i[1] for i in live}))} 被撤销，相关结果需复核",
+                {"revoked": [{"finding": i[0], "lot": i[1], "reason": i[2].get("reason"),
+                              "revoked_by": i[2].get("revoked_by")} for i in live]},
+                ids, "finding:" + ",".join(str(i[0]) for i in live), now))
+        return out
+
+    def _peer_drift(self, now: dt.datetime) -> list[Desired]:
+        from envcal import data_quality as dq
+
+        cfg = self.config
+        day = now.date()
+        if self._peer_day == day:
+            return []
+        self._peer_day = day
+        amb = {s.id: s for s in self.registry.stations.values() if s.kind == "ambient_air"}
+        chans: dict[str, list[tuple[str, str, float]]] = {}
+        for a in self.registry.analyzers.values():
+            if a.station in amb:
+                for ch in a.channels:
+                    chans.setdefault(ch.analyte, []).append((a.station, a.id, float(ch.span)))
+        end = dt.datetime.combine(day, dt.time(), dt.UTC)
+        start = end - dt.timedelta(days=cfg.peer_days)
+        out = []
+        r = Reading.__table__.c
+        for analyte, members in chans.items():
+            if len(members) < cfg.peer_min_neighbours + 1:
+                continue
+            ids = [m[1] for m in members]
+            with self.engine.connect() as conn:
+                rows = conn.execute(sa.select(r.analyzer_id, r.ts, r.value).where(
+                    r.analyte == analyte, r.analyzer_id.in_(ids), r.ts >= start, r.ts < end,
+                    r.flag == "N", r.check_id.is_(None), r.value.is_not(None))).all()
+            daily = np.full((len(ids), cfg.peer_days), np.nan)
+            sums = np.zeros_like(daily)
+            cnt = np.zeros_like(daily)
+            pos = {a: i for i, a in enumerate(ids)}
+            for a, ts, v in rows:
+                ts = ts if ts.tzinfo else ts.replace(tzinfo=dt.UTC)
+                d = (ts - start).days
+                sums[pos[a], d] += v
+                cnt[pos[a], d] += 1
+            np.divide(sums, cnt, out=daily, where=cnt > 0)
+            nbs = []
+            for st, _, _ in members:
+                s0 = amb[st]
+                nbs.append(np.array([j for j, (st2, _, _) in enumerate(members) if st2 != st and
+                                     dq.haversine_km(s0.lat, s0.lon, amb[st2].lat, amb[st2].lon)
+                                     <= cfg.peer_radius_km], dtype=np.int64))
+            floor = cfg.peer_floor_fraction * np.median([m[2] for m in members])
+            dev = dq.peer_deviation(daily, nbs, floor)
+            for i, (_st, aid, _) in enumerate(members):
+                if len(nbs[i]) < cfg.peer_min_neighbours:
+                    continue
+                d = dev[i]
+                if np.all(np.isfinite(d)) and np.all(np.abs(d) > cfg.peer_threshold) and (
+                        np.all(d > 0) or np.all(d < 0)):
+                    out.append(Desired(aid, analyte, "peer_drift", True, "info",
+                                       f"{aid} {analyte}: deviates from its neighbours' median",
+                                       f"{aid} {analyte}：与邻近站点中位数持续偏离",
+                                       {"daily_relative_deviation": [_fin(v) for v in d],
+                                        "days": [_iso(start + dt.timedelta(days=k)) for k in range(cfg.peer_days)],
+                                        "neighbours": [members[j][1] for j in nbs[i]],
+                                        "threshold": cfg.peer_threshold, "radius_km": cfg.peer_radius_km},
+                                       [], f"peer:{analyte}:{day.isoformat()}", now))
+                elif np.isfinite(d[-1]):
+                    out.append(Desired(aid, analyte, "peer_drift", False, data_ts=now,
+                                       note="back within the neighbours' range"))
+        return out
+
+    def _escalate(self, now: dt.datetime) -> list[dict[str, Any]]:
+        limit = now - dt.timedelta(hours=self.config.escalate_after_h)
+        out = []
+        with Session(self.engine, expire_on_commit=False) as s:
+            alerts = s.exec(sa.select(Alert).where(Alert.state == "open", Alert.escalated_at.is_(None),
+                                                   Alert.opened_at <= limit)).scalars().all()
+            msgs = []
+            for a in alerts:
+                a.escalated_at = now
+                a.severity = SEVERITIES[min(SEVERITIES.index(a.severity) + 1, 2)]
+                a.updated_at = now
+                msgs.append(self._event(s, a, "escalate", ACTOR,
+                                        f"unacknowledged for {self.config.escalate_after_h:g} h", now))
+            s.commit()
+        for a, payload in msgs:
+            out.append(payload)
+            self._publish(a, payload)
+        return out
+
+    # -- quality flags -------------------------------------------------------------------
+    def _store_periods(self, s: Session, analyzer: str, analyte: str, periods: list[dict]) -> None:
+        t = OutOfControlPeriod.__table__
+        now = utcnow()
+        existing = {(r.rule_id, r.opened_by_result): r for r in s.exec(
+            sa.select(OutOfControlPeriod).where(OutOfControlPeriod.analyzer_id == analyzer,
+                                                OutOfControlPeriod.analyte == analyte)).scalars()}
+        r = Reading.__table__
+        if periods:  # recompute the flags from the earliest period on (a closed period un-flags
+            # readings after its end that were flagged while it was open)
+            s.execute(r.update().where(r.c.analyzer_id == analyzer, r.c.analyte == analyte,
+                                       r.c.ts > min(p["start"] for p in periods),
+                                       r.c.qa_ok.is_(False)).values(qa_ok=None))
+        for p in periods:
+            k = (p["rule_id"], p["opened_by_result"])
+            ev = _jsonable(p["evidence"])
+            row = existing.get(k)
+            if row is None:
+                s.execute(t.insert().values(analyzer_id=analyzer, analyte=analyte, updated_at=now,
+                                            **{**p, "evidence": ev}))
+            elif (row.start, row.end, row.closed_by_result) != (p["start"], p["end"], p["closed_by_result"]):
+                s.execute(t.update().where(t.c.id == row.id).values(
+                    start=p["start"], end=p["end"], closed_by_result=p["closed_by_result"],
+                    start_result=p["start_result"], evidence=ev, updated_at=now))
+            cond = [r.c.analyzer_id == analyzer, r.c.analyte == analyte, r.c.ts > p["start"]]
+            if p["end"] is not None:
+                cond.append(r.c.ts <= p["end"])
+            s.execute(r.update().where(*cond, sa.or_(r.c.qa_ok.is_(None), r.c.qa_ok.is_(True)))
+                      .values(qa_ok=False))
+
+    def _mark_open_periods(self) -> None:
+        p = OutOfControlPeriod.__table__.c
+        r = Reading.__table__
+        with self.engine.begin() as conn:
+            for a, x, start in conn.execute(sa.select(p.analyzer_id, p.analyte, p.start).where(p.end.is_(None))).all():
+                conn.execute(r.update().where(r.c.analyzer_id == a, r.c.analyte == x, r.c.ts > start,
+                                              r.c.qa_ok.is_(None)).values(qa_ok=False))
+
+    # -- the state machine ---------------------------------------------------------------
+    def _apply(self, desired: Sequence[Desired], periods=None) -> list[dict[str, Any]]:
+        if not desired and not periods:
+            return []
+        msgs: list[tuple[Alert, dict]] = []
+        with Session(self.engine, expire_on_commit=False) as s:
+            try:
+                if periods is not None:
+                    self._store_periods(s, *periods)
+                for d in desired:
+                    m = self._apply_one(s, d)
+                    if m is not None:
+                        msgs.append(m)
+                s.commit()
+            except Exception:
+                s.rollback()
+                raise
+        out = []
+        for a, payload in msgs:
+            self._publish(a, payload)
+            out.append(payload)
+        return out
+
+    def _apply_one(self, s: Session, d: Desired) -> tuple[Alert, dict] | None:
+        key = open_key(d.analyzer, d.analyte, d.kind)
+        cur = s.exec(sa.select(Alert).where(Alert.open_key == key)).scalars().first()
+        ts = d.data_ts or utcnow()
+        if not d.open:
+            if cur is None:
+                return None
+            cur.state = "resolved"
+            cur.open_key = None
+            cur.resolved_at = ts
+            cur.resolved_by = ACTOR
+            cur.updated_at = ts
+            return self._event(s, cur, "resolve", ACTOR, d.note, ts)
+        evidence = _jsonable(d.evidence)
+        if cur is None:
+            if d.trigger is not None:
+                done = s.exec(sa.select(Alert.id).where(
+                    Alert.analyzer_id == d.analyzer, Alert.kind == d.kind, Alert.trigger == d.trigger,
+                    (Alert.analyte == d.analyte) if d.analyte is not None else Alert.analyte.is_(None))
+                ).first()
+                if done is not None:
+                    return None  # this evidence was already handled (replay; or resolved by staff)
+            station = self.registry.analyzers[d.analyzer].station
+            cur = Alert(analyzer_id=d.analyzer, station_id=station, analyte=d.analyte, kind=d.kind,
+                        severity=d.severity, state="open", open_key=key, opened_at=ts, updated_at=ts,
+                        title_en=d.title_en, title_zh=d.title_zh, evidence=evidence,
+                        result_ids=list(d.result_ids), trigger=d.trigger)
+            s.add(cur)
+            s.flush()
+            return self._event(s, cur, "open", ACTOR, None, ts)
+        ids = list(dict.fromkeys(list(cur.result_ids or []) + list(d.result_ids)))
+        if evidence == (cur.evidence or {}) and ids == list(cur.result_ids or []):
+            return None
+        if d.kind == "data_quality" and {k: v for k, v in evidence.items() if k not in ("window", "last_seen")} == {
+                k: v for k, v in (cur.evidence or {}).items() if k not in ("window", "last_seen")}:
+            cur.evidence = evidence  # same findings, newer window: keep quietly
+            return None
+        cur.evidence = evidence
+        cur.result_ids = ids
+        cur.title_en, cur.title_zh = d.title_en, d.title_zh
+        if SEVERITIES.index(d.severity) > SEVERITIES.index(cur.severity):
+            cur.severity = d.severity
+        if d.trigger is not None:
+            cur.trigger = d.trigger
+        cur.updated_at = max(ts, cur.updated_at)
+        return self._event(s, cur, "update", ACTOR, None, ts)
+
+    def _event(self, s: Session, a: Alert, action: str, actor: str, note: str | None,
+               data_ts: dt.datetime | None) -> tuple[Alert, dict]:
+        s.flush()
+        payload = alert_json(a) | {"event": action}
+        s.add(AlertEvent(alert_id=a.id, ts=utcnow(), data_ts=data_ts, action=action, actor=actor,
+                         state=a.state, severity=a.severity, note=note, evidence=a.evidence))
+        audit.record(s, actor, f"alert.{action}", "alert", str(a.id),
+                     {"kind": a.kind, "analyzer": a.analyzer_id, "analyte": a.analyte,
+                      "state": a.state, "severity": a.severity, "note": note})
+        if self.webhook_url:
+            s.add(WebhookDelivery(alert_id=a.id, url=self.webhook_url, payload=payload,
+                                  state="pending", next_retry_at=utcnow(), created_at=utcnow()))
+        return a, payload
+
+    def _publish(self, a: Alert, payload: dict) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+        if self.publisher is None:
+            return
+        try:
+            self.publisher(alert_topic(a.station_id, a.analyzer_id),
+                           json.dumps(payload, ensure_ascii=False).encode())
+        except Exception:  # noqa: BLE001 - dispatch must never break evaluation
+            log.exception("publishing alert %s failed", a.id)
+
+
+def _check_kinds() -> tuple[str, ...]:
+    from envcal.rules import CHECK_KINDS
+
+    return tuple(CHECK_KINDS)
+
+
+# ----------------------------------------------------------------------------- staff actions
+def _staff(engine: Engine, alert_id: int, by: str, note: str, action: str,
+           publisher: Publisher | None = None) -> dict[str, Any]:
+    if not by.strip() or not note.strip():
+        raise AlertError(f"{action} needs --by NAME and --note TEXT")
+    now = utcnow()
+    with Session(engine, expire_on_commit=False) as s:
+        a = s.get(Alert, alert_id)
+        if a is None:
+            raise AlertError(f"no alert {alert_id}")
+        if a.state == "resolved":
+            raise AlertError(f"alert {alert_id} is already resolved")
+        if action == "acknowledge":
+            if a.state == "acknowledged":
+                raise AlertError(f"alert {alert_id} is already acknowledged")
+            a.state, a.acknowledged_at, a.acknowledged_by = "acknowledged", now, by
+        else:
+            a.state, a.open_key, a.resolved_at, a.resolved_by = "resolved", None, now, by
+        a.updated_at = max(now, a.updated_at)
+        s.flush()
+        payload = alert_json(a) | {"event": action}
+        s.add(AlertEvent(alert_id=a.id, ts=now, action=action, actor=by, state=a.state,
+                         severity=a.severity, note=note.strip(), evidence=a.evidence))
+        audit.record(s, by, f"alert.{action}", "alert", str(a.id),
+                     {"kind": a.kind, "analyzer": a.analyzer_id, "analyte": a.analyte,
+                      "state": a.state, "note": note.strip()}, ts=now)
+        s.commit()
+    if publisher is not None:
+        try:
+            publisher(alert_topic(a.station_id, a.analyzer_id), json.dumps(payload, ensure_ascii=False).encode())
+        except Exception:  # noqa: BLE001
+            log.exception("publishing alert %s failed", a.id)
+    return payload
+
+
+def acknowledge(engine: Engine, alert_id: int, by: str, note: str,
+                publisher: Publisher | None = None) -> dict[str, Any]:
+    """Staff acknowledge an open alert (recorded with the note in the audit trail)."""
+    return _staff(engine, alert_id, by, note, "acknowledge", publisher)
+
+
+def resolve(engine: Engine, alert_id: int, by: str, note: str,
+            publisher: Publisher | None = None) -> dict[str, Any]:
+    """Staff resolve an alert with a note; the same evidence will not reopen it."""
+    return _staff(engine, alert_id, by, note, "resolve", publisher)
+
+
+# ----------------------------------------------------------------------------- queries
+def list_alerts(engine: Engine, *, open_only: bool = False, analyzer: str | None = None,
+                kind: str | None = None) -> list[dict[str, Any]]:
+    """Alerts as JSON objects (``envcal alerts list --json``), newest first, each with its
+    webhook delivery status (``webhook``: counts by state and the last error)."""
+    q = sa.select(Alert)
+    if open_only:
+        q = q.where(Alert.state != "resolved")
+    if analyzer:
+        q = q.where(Alert.analyzer_id == analyzer)
+    if kind:
+        q = q.where(Alert.kind == kind)
+    q = q.order_by(Alert.updated_at.desc(), Alert.id.desc())
+    w = WebhookDelivery.__table__.c
+    with Session(engine) as s:
+        alerts = s.exec(q).scalars().all()
+        hooks: dict[int, dict[str, Any]] = {}
+        for aid, state, err in s.execute(sa.select(w.alert_id, w.state, w.last_error).order_by(w.id)):
+            h = hooks.setdefault(aid, {"pending": 0, "delivered": 0, "failed": 0, "last_error": None})
+            h[state] = h.get(state, 0) + 1
+            if err and state != "delivered":
+                h["last_error"] = err
+        return [alert_json(a) | ({"webhook": hooks[a.id]} if a.id in hooks else {}) for a in alerts]
+
+
+def list_periods(engine: Engine, analyzer: str | None = None) -> list[dict[str, Any]]:
+    """Out-of-control periods as JSON objects, by start."""
+    q = sa.select(OutOfControlPeriod.__table__).order_by(OutOfControlPeriod.__table__.c.start)
+    if analyzer:
+        q = q.where(OutOfControlPeriod.__table__.c.analyzer_id == analyzer)
+    with engine.connect() as conn:
+        return [{k: (_iso(v) if isinstance(v, dt.datetime) else v) for k, v in m.items()}
+                for m in conn.execute(q).mappings()]
+
+
+def alert_counts(engine: Engine) -> dict[str, int]:
+    """``{"alerts": all, "alerts_open": unresolved, "results": check results}``."""
+    a = Alert.__table__.c
+    with engine.connect() as conn:
+        return {
+            "alerts": int(conn.execute(sa.select(sa.func.count()).select_from(Alert.__table__)).scalar_one()),
+            "alerts_open": int(conn.execute(sa.select(sa.func.count()).where(a.state != "resolved")).scalar_one()),
+            "results": int(conn.execute(sa.select(sa.func.count()).select_from(CheckResult.__table__)).scalar_one()),
+        }
+
+
+def _register_stats() -> None:
+    try:
+        from envcal.ingest import STATS, count_rows, register_stat
+    except Exception:  # noqa: BLE001 - stats are optional here
+        return
+    register_stat("alerts", count_rows("Alert"))
+    if "results" not in STATS:
+        register_stat("results", count_rows("CheckResult"))
+
+
+_register_stats()

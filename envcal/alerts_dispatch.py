@@ -1,0 +1,129 @@
+"""Alert dispatch: the MQTT alert topic and an optional webhook with retries.
+
+MQTT publishing goes through a callable the service provides (its paho client, QoS 1).
+Webhook deliveries are rows of :class:`envcal.models.WebhookDelivery` written in the same
+transaction as the alert transition; a background thread POSTs them and retries failures
+with exponential back-off, so ingest never waits for a webhook.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from envcal.models import WebhookDelivery, utcnow
+
+log = logging.getLogger(__name__)
+
+Publisher = Callable[[str, bytes], None]
+
+
+def alert_topic(station: str, analyzer: str) -> str:
+    """MQTT topic of an analyzer's alerts (DESIGN.md §4)."""
+    return f"envcal/alerts/{station}/{analyzer}"
+
+
+def backoff(attempts: int, base_s: float, max_s: float) -> dt.timedelta:
+    """Delay before retry number ``attempts`` [s]: ``base · 2^(attempts-1)``, capped."""
+    return dt.timedelta(seconds=min(max_s, base_s * 2 ** max(attempts - 1, 0)))
+
+
+class WebhookDispatcher:
+    """POSTs pending :class:`WebhookDelivery` rows from a daemon thread.
+
+    Parameters
+    ----------
+    engine : Engine
+    timeout_s : float
+        Timeout of one POST [s].
+    max_attempts : int
+        Attempts before a delivery is marked ``failed``.
+    backoff_s, backoff_max_s : float
+        First retry delay and its cap [s].
+    """
+
+    def __init__(self, engine: Engine, *, timeout_s: float = 2.0, max_attempts: int = 8,
+                 backoff_s: float = 0.5, backoff_max_s: float = 300.0) -> None:
+        self.engine = engine
+        self.timeout_s = timeout_s
+        self.max_attempts = max_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WebhookDispatcher:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="envcal-webhook", daemon=True)
+            self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        """Look for due deliveries now."""
+        self._wake.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.deliver_due()
+            except Exception:  # noqa: BLE001 - the thread must survive a database hiccup
+                log.exception("webhook delivery pass failed")
+            self._wake.wait(0.25)
+            self._wake.clear()
+
+    def deliver_due(self, now: dt.datetime | None = None) -> int:
+        """POST every pending delivery whose retry time has come; returns how many were tried."""
+        now = now or utcnow()
+        w = WebhookDelivery.__table__
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(w.c.id, w.c.url, w.c.payload, w.c.attempts)
+                                .where(w.c.state == "pending", w.c.next_retry_at <= now)
+                                .order_by(w.c.id).limit(100)).all()
+        for did, url, payload, attempts in rows:
+            if self._stop.is_set():
+                break
+            err = self._post(url, payload)
+            attempts += 1
+            t = utcnow()
+            if err is None:
+                values = {"state": "delivered", "attempts": attempts, "delivered_at": t,
+                          "next_retry_at": None}
+            elif attempts >= self.max_attempts:
+                values = {"state": "failed", "attempts": attempts, "last_error": err,
+                          "next_retry_at": None}
+            else:
+                values = {"attempts": attempts, "last_error": err,
+                          "next_retry_at": t + backoff(attempts, self.backoff_s, self.backoff_max_s)}
+            with self.engine.begin() as conn:
+                conn.execute(w.update().where(w.c.id == did).values(**values))
+        return len(rows)
+
+    def _post(self, url: str, payload) -> str | None:
+        body = json.dumps(payload, ensure_ascii=False).encode()
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                if 200 <= resp.status < 300:
+                    return None
+                return f"HTTP {resp.status}"
+        except urllib.error.HTTPError as exc:
+            return f"HTTP {exc.code}"
+        except Exception as exc:  # noqa: BLE001 - any failure is a retry with its reason
+            return f"{exc.__class__.__name__}: {exc}"

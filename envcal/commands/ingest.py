@@ -1,0 +1,155 @@
+"""``envcal ingest`` (the MQTT ingest service) and ``envcal stats`` (counts for scripts)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import typer
+
+
+def _fail(console, component: str, message: str) -> None:
+    console.print(f"[red]✗ {component:<9}[/red] {message}")
+    raise typer.Exit(2)
+
+
+def ingest(
+    broker: str | None = typer.Option(None, "--broker", help="mqtt://HOST:PORT (default: ENVCAL_BROKER)"),
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: ENVCAL_DB or sqlite:///envcal.db)"),
+    archive: str | None = typer.Option(None, "--archive", help="NetCDF archive folder"),
+    stations: str | None = typer.Option(None, "--stations", help="Registry TOML file or folder"),
+    group: str | None = typer.Option(None, "--group", help="Shared-subscription group ($share/NAME/...)"),
+    client_id: str = typer.Option("envcal-ingest", "--client-id", help="Fixed MQTT client id"),
+    batch_size: int = typer.Option(500, "--batch-size", min=1, help="Messages per transaction at most"),
+    batch_seconds: float = typer.Option(0.2, "--batch-seconds", min=0.001, help="Longest batch wait [s]"),
+    log_level: str = typer.Option("INFO", "--log-level", help="Python logging level"),
+    webhook: str | None = typer.Option(None, "--webhook", help="POST alert events to this URL"),
+    tick_seconds: float = typer.Option(5.0, "--tick-seconds", min=0.05,
+                                       help="Timer for stale checks and time-based alerts [s]"),
+) -> None:
+    """Run the ingest service until SIGTERM/SIGINT: MQTT -> validated rows, bad input -> dead letters."""
+    from rich.console import Console
+
+    from envcal.config import db_url, setting
+    from envcal.db import init_db, make_engine
+    from envcal.ingest import IngestService
+    from envcal.registry import RegistryError, load_registry, sync_registry
+
+    console = Console(highlight=False)
+    logging.basicConfig(level=getattr(logging, log_level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    broker_url = str(setting("broker", broker))
+    url = db_url(db)
+    stations_path = str(setting("stations", stations))
+    archive_dir = Path(str(setting("archive", archive)))
+
+    try:
+        reg = load_registry(stations_path)
+    except RegistryError as exc:
+        _fail(console, "registry", str(exc))
+    console.print(f"[green]✓ registry [/green]  {len(reg.stations)} stations, {len(reg.analyzers)} analyzers "
+                  f"from {stations_path}")
+    try:
+        engine = make_engine(url)
+        init_db(engine)
+        sync_registry(engine, reg)
+    except Exception as exc:  # noqa: BLE001 - report any storage failure at start, then exit
+        _fail(console, "database", f"{url}: {exc.__class__.__name__}: {exc}")
+    console.print(f"[green]✓ database [/green]  {engine.url.render_as_string(hide_password=True)} (schema at head)")
+    try:
+        archive_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(console, "archive", f"{archive_dir}: {exc}")
+    console.print(f"[green]✓ archive  [/green]  {archive_dir.resolve()}")
+
+    try:
+        svc = IngestService(broker_url, engine, reg, client_id=client_id, group=group,
+                            batch_size=batch_size, batch_seconds=batch_seconds)
+    except ValueError as exc:
+        _fail(console, "broker", str(exc))
+    try:
+        pipe = _attach_pipeline(svc, webhook, tick_seconds)
+    except Exception as exc:  # noqa: BLE001 - bad rule pack or alert config: refuse to start
+        _fail(console, "verify", f"{exc.__class__.__name__}: {exc}")
+    console.print(f"[green]✓ verify   [/green]  rule packs {', '.join(sorted(pipe.verifier.packs))}; "
+                  f"checks evaluated when they end, timer every {tick_seconds:g} s")
+    console.print("[green]✓ alerts   [/green]  publishing on envcal/alerts/+/+"
+                  + (f", webhook {webhook}" if webhook else ""))
+
+    def _signal(signum, _frame) -> None:
+        console.print(f"stopping on {signal.Signals(signum).name}: finishing the batch")
+        threading.Thread(target=svc.stop, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, _signal)
+    signal.signal(signal.SIGINT, _signal)
+    svc.start()
+    while not svc.ready.wait(0.2):
+        if svc._stop.is_set():
+            break
+    if svc.ready.is_set():
+        console.print(f"[green]✓ mqtt     [/green]  {broker_url} as {client_id!r}, subscribed to "
+                      f"{', '.join(svc.topics)}")
+    svc._stopped.wait()
+    pipe.stop()
+    t = svc.totals
+    console.print(f"stopped: {t['messages']} messages, {t['rows']} rows, {t['duplicates']} duplicates, "
+                  f"{t['dead_letters']} dead letters, {t['gaps']} gaps in {t['batches']} batches")
+    engine.dispose()
+
+
+def _attach_pipeline(svc, webhook: str | None, tick_seconds: float):
+    """Verification and alerts downstream of the service (see :mod:`envcal.pipeline`).
+
+    A missing or malformed rule pack or ``[alerts]`` configuration is an error at start."""
+    from envcal.alerts import AlertConfig
+    from envcal.config import file_settings
+    from envcal.pipeline import attach
+
+    config = AlertConfig.from_mapping(file_settings().get("alerts", {}))
+    return attach(svc, alert_config=config, webhook_url=webhook, tick_seconds=tick_seconds)
+
+
+def stats(
+    db: str | None = typer.Option(None, "--db", help="Database URL (default: ENVCAL_DB or sqlite:///envcal.db)"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
+) -> None:
+    """Counts: readings (hot and archived), dead letters, data gaps, and what later areas add."""
+    import importlib
+
+    from envcal.config import db_url
+    from envcal.db import make_engine
+    from envcal.ingest import stats as compute
+
+    # areas that add counts register them on import (envcal.ingest.register_stat)
+    for mod in ("envcal.verify", "envcal.alerts"):
+        try:
+            importlib.import_module(mod)
+        except Exception:  # noqa: BLE001 - a broken area must not hide the other counts
+            pass
+    engine = make_engine(db_url(db))
+    try:
+        counts = compute(engine)
+    finally:
+        engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(counts))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="envcal stats")
+    table.add_column("what")
+    table.add_column("count", justify="right")
+    for k, v in counts.items():
+        table.add_row(k, str(v))
+    Console().print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``ingest`` and ``stats`` to the ``envcal`` command."""
+    app.command("ingest")(ingest)
+    app.command("stats")(stats)

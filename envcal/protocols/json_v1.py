@@ -1,0 +1,508 @@
+"""JSON v1 wire format: analyzer readings and device check summaries (DESIGN.md section 4).
+
+Decoding is ``json.loads`` plus hand validation (no per-message model objects): ingest has to
+keep up with thousands of messages per second. Every rejection is a :class:`ProtocolError`
+whose message names the item index and the field.
+
+Reading (one object or a list of them)::
+
+    {"ts": "2026-11-27T08:00:00+08:00", "seq": 1042,
+     "values": {"SO2": 35.2, "NOx": 81.0}, "flags": {"SO2": "N", "NOx": "N"},
+     "check": {"id": "CK-...", "kind": "span", "material": "LOT-ID", "phase": "run"}}
+
+Check summary::
+
+    {"id", "kind", "analyte", "start", "end", "material", "measured", "readings": [...],
+     "standard_value"?, "verdict"?}
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from collections.abc import Iterable
+
+from envcal.protocols.records import (
+    CHECK_KINDS,
+    CHECK_PHASES,
+    DATA_FLAGS,
+    UTC8,
+    CheckBlock,
+    CheckSummary,
+    ProtocolError,
+    ReadingRecord,
+)
+
+__all__ = [
+    "MAX_PAYLOAD",
+    "decode_check_summary",
+    "decode_readings",
+    "encode_check_summary",
+    "encode_readings",
+    "parse_timestamp",
+]
+
+#: Largest accepted payload [bytes] (larger ones are dead-lettered by ingest).
+MAX_PAYLOAD = 64 * 1024
+#: Largest accepted ``seq`` (fits a signed 64-bit SQL integer).
+MAX_SEQ = 2**63 - 1
+
+UTC = dt.UTC
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+_READING_KEYS = frozenset({"ts", "seq", "values", "flags", "check"})
+_CHECK_KEYS = frozenset({"id", "kind", "phase", "material"})
+_SUMMARY_REQUIRED = ("id", "kind", "analyte", "start", "end", "material", "measured", "readings")
+_SUMMARY_KEYS = frozenset(_SUMMARY_REQUIRED) | {"standard_value", "verdict"}
+_KINDS = frozenset(CHECK_KINDS)
+_PHASES = frozenset(CHECK_PHASES)
+_FLAGS = frozenset(DATA_FLAGS)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------------------------
+def _reject_constant(name: str) -> float:
+    raise ProtocolError(f"invalid JSON: {name} is not a number in JSON")
+
+
+def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
+    d = dict(pairs)
+    if len(d) != len(pairs):
+        seen: set[str] = set()
+        for k, _ in pairs:
+            if k in seen:
+                raise ProtocolError(f"invalid JSON: duplicate key {k!r}")
+            seen.add(k)
+    return d
+
+
+# built once: json.loads(..., **kw) would build a new decoder for every message
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+
+
+def _loads(payload: bytes | bytearray | memoryview | str) -> object:
+    if isinstance(payload, str):
+        text = payload
+        size = len(payload.encode("utf-8", "surrogatepass"))
+    else:
+        if isinstance(payload, memoryview):
+            payload = payload.tobytes()
+        if not isinstance(payload, (bytes, bytearray)):
+            raise ProtocolError(f"payload must be bytes, not {type(payload).__name__}")
+        size = len(payload)
+        text = None
+    if size > MAX_PAYLOAD:
+        raise ProtocolError(f"payload too large: {size} bytes > {MAX_PAYLOAD} bytes")
+    if size == 0:
+        raise ProtocolError("empty payload")
+    try:
+        if text is None:
+            text = payload.decode("utf-8")  # RFC 8259 section 8.1: JSON on the wire is UTF-8
+        return _DECODER.decode(text)
+    except ProtocolError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"payload is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"invalid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except (ValueError, RecursionError) as exc:  # e.g. int too large to convert, deep nesting
+        raise ProtocolError(f"invalid JSON: {exc.__class__.__name__}: {exc}") from None
+
+
+def parse_timestamp(value: object, where: str) -> dt.datetime:
+    """A wire timestamp as an aware UTC datetime.
+
+    Parameters
+    ----------
+    value : str or int
+        ISO 8601 text **with** a UTC offset (``2026-11-27T08:00:00+08:00`` or ``...Z``), or
+        epoch milliseconds [ms] as an integer.
+    where : str
+        What to name in the error message, e.g. ``"item 3: field 'ts'"``.
+
+    Returns
+    -------
+    datetime.datetime
+        The instant, ``tzinfo=UTC``.
+
+    Raises
+    ------
+    ProtocolError
+        Naive or malformed text, a non-integer epoch, a bool, or an out-of-range instant.
+
+    References
+    ----------
+    ISO 8601-1:2019, clause 5.4 (date and time of day with UTC offset).
+    """
+    if isinstance(value, str):
+        try:
+            t = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ProtocolError(f"{where}: not an ISO 8601 timestamp: {value[:64]!r}") from None
+        if t.tzinfo is None or t.utcoffset() is None:
+            raise ProtocolError(f"{where}: timestamp without UTC offset: {value[:64]!r} "
+                                "(write e.g. +08:00 or Z)")
+        try:
+            return t.astimezone(UTC)
+        except (OverflowError, ValueError):
+            raise ProtocolError(f"{where}: timestamp out of range: {value[:64]!r}") from None
+    if type(value) is int:
+        if value < 0:
+            raise ProtocolError(f"{where}: epoch milliseconds must be >= 0, got {value}")
+        try:
+            return _EPOCH + dt.timedelta(milliseconds=value)
+        except OverflowError:
+            raise ProtocolError(f"{where}: epoch milliseconds out of range: {value}") from None
+    if isinstance(value, float):
+        raise ProtocolError(f"{where}: epoch milliseconds must be an integer, got {value!r}")
+    raise ProtocolError(f"{where}: expected ISO 8601 text or epoch milliseconds, "
+                        f"got {_typename(value)}")
+
+
+def _typename(v: object) -> str:
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "a boolean"
+    if isinstance(v, (int, float)):
+        return "a number"
+    if isinstance(v, str):
+        return "a string"
+    if isinstance(v, list):
+        return "a list"
+    if isinstance(v, dict):
+        return "an object"
+    return type(v).__name__
+
+
+def _number(v: object, where: str, *, nullable: bool = True) -> float | None:
+    t = type(v)
+    if t is float:
+        if not math.isfinite(v):  # 1e999 parses as inf
+            raise ProtocolError(f"{where}: number out of range: {v!r}")
+        return v
+    if t is int:
+        f = float(v) if abs(v) < 2**1023 else math.inf
+        if not math.isfinite(f):
+            raise ProtocolError(f"{where}: number out of range")
+        return f
+    if v is None and nullable:
+        return None
+    raise ProtocolError(f"{where}: expected a number{' or null' if nullable else ''}, "
+                        f"got {_typename(v)}")
+
+
+def _text(v: object, where: str, *, nullable: bool = False, empty: bool = False) -> str | None:
+    if isinstance(v, str):
+        if not v and not empty:
+            raise ProtocolError(f"{where}: must not be empty")
+        return v
+    if v is None and nullable:
+        return None
+    raise ProtocolError(f"{where}: expected a string{' or null' if nullable else ''}, "
+                        f"got {_typename(v)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# readings
+# ---------------------------------------------------------------------------------------------
+def _check_block(c: object, where: str) -> CheckBlock:
+    if type(c) is not dict:
+        raise ProtocolError(f"{where}: expected an object, got {_typename(c)}")
+    extra = c.keys() - _CHECK_KEYS
+    if extra:
+        raise ProtocolError(f"{where}: unknown key {sorted(extra)[0]!r} "
+                            f"(allowed: id, kind, phase, material)")
+    for k in ("id", "kind", "phase"):
+        if k not in c:
+            raise ProtocolError(f"{where}: missing field {k!r}")
+    cid = _text(c["id"], f"{where}.id")
+    kind = c["kind"]
+    if type(kind) is not str or kind not in _KINDS:
+        raise ProtocolError(f"{where}.kind: {kind!r} is not one of {', '.join(CHECK_KINDS)}")
+    phase = c["phase"]
+    if type(phase) is not str or phase not in _PHASES:
+        raise ProtocolError(f"{where}.phase: {phase!r} is not one of {', '.join(CHECK_PHASES)}")
+    material = _text(c.get("material"), f"{where}.material", nullable=True, empty=True)
+    return CheckBlock(id=cid, kind=kind, phase=phase, material=material)
+
+
+def _reading(obj: object, i: int, limit: dt.datetime, max_future: dt.timedelta) -> ReadingRecord:
+    if type(obj) is not dict:
+        raise ProtocolError(f"item {i}: expected an object, got {_typename(obj)}")
+    if not obj.keys() <= _READING_KEYS:
+        extra = sorted(obj.keys() - _READING_KEYS)[0]
+        raise ProtocolError(f"item {i}: unknown key {extra!r} "
+                            "(allowed: ts, seq, values, flags, check)")
+    try:
+        ts_raw = obj["ts"]
+    except KeyError:
+        raise ProtocolError(f"item {i}: missing field 'ts'") from None
+    ts = parse_timestamp(ts_raw, f"item {i}: field 'ts'")
+    if ts > limit:
+        raise ProtocolError(f"item {i}: field 'ts': {ts.isoformat()} is more than "
+                            f"{max_future.total_seconds():g} s in the future")
+
+    seq = obj.get("seq")
+    if seq is not None:
+        if type(seq) is not int:
+            raise ProtocolError(f"item {i}: field 'seq': expected an integer, got {_typename(seq)}")
+        if seq < 0 or seq > MAX_SEQ:
+            raise ProtocolError(f"item {i}: field 'seq': {seq} is out of range 0..2**63-1")
+
+    try:
+        raw_values = obj["values"]
+    except KeyError:
+        raise ProtocolError(f"item {i}: missing field 'values'") from None
+    if type(raw_values) is not dict:
+        raise ProtocolError(f"item {i}: field 'values': expected an object, "
+                            f"got {_typename(raw_values)}")
+    if not raw_values:
+        raise ProtocolError(f"item {i}: field 'values': empty (no analytes)")
+    values: dict[str, float | None] = {}
+    for name, v in raw_values.items():
+        t = type(v)
+        if t is float and math.isfinite(v):
+            values[name] = v
+        else:
+            values[name] = _number(v, f"item {i}: field 'values.{name}'")
+    if "" in values:
+        raise ProtocolError(f"item {i}: field 'values': empty analyte name")
+
+    raw_flags = obj.get("flags")
+    if raw_flags is None:
+        flags = dict.fromkeys(values, "N")
+    else:
+        if type(raw_flags) is not dict:
+            raise ProtocolError(f"item {i}: field 'flags': expected an object, "
+                                f"got {_typename(raw_flags)}")
+        for name, f in raw_flags.items():
+            if name not in values:
+                raise ProtocolError(f"item {i}: field 'flags.{name}': flag for an analyte "
+                                    "that has no value in 'values'")
+            if type(f) is not str or f not in _FLAGS:
+                raise ProtocolError(f"item {i}: field 'flags.{name}': {f!r} is not an HJ 212 "
+                                    "data flag (N F M S D C T B)")
+        if len(raw_flags) == len(values):
+            flags = raw_flags
+        else:
+            flags = dict.fromkeys(values, "N")
+            flags.update(raw_flags)
+
+    check = obj.get("check")
+    if check is not None:
+        check = _check_block(check, f"item {i}: field 'check'")
+    return ReadingRecord(ts=ts, values=values, flags=flags, seq=seq, check=check)
+
+
+def decode_readings(payload: bytes, *, now: dt.datetime | None = None,
+                    max_future: dt.timedelta = dt.timedelta(minutes=10)) -> list[ReadingRecord]:
+    """Decode a JSON v1 readings payload (one object or a list of them).
+
+    Parameters
+    ----------
+    payload : bytes
+        UTF-8 JSON, at most :data:`MAX_PAYLOAD` [bytes].
+    now : datetime.datetime, optional
+        Aware "current" instant for the future-timestamp check; default: the clock (UTC).
+    max_future : datetime.timedelta, optional
+        How far [s] a timestamp may lie after ``now`` (clock skew allowance); default 10 min.
+
+    Returns
+    -------
+    list of ReadingRecord
+        In payload order; ``ts`` in UTC; ``flags`` has an entry for every analyte in
+        ``values`` (``"N"`` where the device sent none); ``values`` are floats or None.
+
+    Raises
+    ------
+    ProtocolError
+        Oversized, not UTF-8 JSON, NaN/Infinity, duplicate keys, unknown keys, a naive or
+        future timestamp, a bool or non-finite value, a flag outside HJ 212-2017 Table 8, a
+        flag for an analyte without a value, a malformed check block. The message names the
+        item index and field.
+
+    References
+    ----------
+    DESIGN.md section 4 (reading contract); HJ 212-2017, clause 6.6.4, Table 8 (data flags);
+    RFC 8259 (JSON).
+    """
+    data = _loads(payload)
+    if now is None:
+        now = dt.datetime.now(UTC)
+    elif now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    limit = now + max_future
+    if type(data) is dict:
+        return [_reading(data, 0, limit, max_future)]
+    if type(data) is list:
+        if not data:
+            raise ProtocolError("empty list: no readings")
+        return [_reading(obj, i, limit, max_future) for i, obj in enumerate(data)]
+    raise ProtocolError(f"expected a reading object or a list of them, got {_typename(data)}")
+
+
+def _iso(t: dt.datetime, tz: dt.tzinfo, where: str) -> str:
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise ProtocolError(f"{where}: naive datetime (timezone required)")
+    return t.astimezone(tz).isoformat()
+
+
+def _num_out(v: object, where: str) -> float | int | None:
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ProtocolError(f"{where}: expected a number or None, got {type(v).__name__}")
+    if not math.isfinite(v):
+        raise ProtocolError(f"{where}: {v!r} cannot be written as JSON")
+    return float(v)
+
+
+def encode_readings(records: Iterable[ReadingRecord], *, tz: dt.tzinfo = UTC8) -> bytes:
+    """Encode readings as a JSON v1 list (the inverse of :func:`decode_readings`).
+
+    Parameters
+    ----------
+    records : iterable of ReadingRecord
+        Aware timestamps; finite values or None; flags from HJ 212-2017 Table 8.
+    tz : datetime.tzinfo, optional
+        Offset written into ``ts`` (default UTC+08:00, as Chinese devices send).
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON list; flags written for every analyte.
+
+    Raises
+    ------
+    ProtocolError
+        A naive timestamp, a non-finite or non-numeric value, an unknown flag, or an empty
+        ``values``.
+
+    References
+    ----------
+    DESIGN.md section 4; HJ 212-2017, clause 6.6.4, Table 8.
+    """
+    out = []
+    for i, r in enumerate(records):
+        if not r.values:
+            raise ProtocolError(f"item {i}: values: empty")
+        values = {k: _num_out(v, f"item {i}: values.{k}") for k, v in r.values.items()}
+        flags = dict.fromkeys(values, "N")
+        for k, f in (r.flags or {}).items():
+            if k not in values:
+                raise ProtocolError(f"item {i}: flags.{k}: analyte has no value")
+            if not isinstance(f, str) or f not in _FLAGS:
+                raise ProtocolError(f"item {i}: flags.{k}: {f!r} is not an HJ 212 data flag")
+            flags[k] = f
+        obj: dict[str, object] = {"ts": _iso(r.ts, tz, f"item {i}: ts")}
+        if r.seq is not None:
+            obj["seq"] = int(r.seq)
+        obj["values"] = values
+        obj["flags"] = flags
+        if r.check is not None:
+            c = r.check
+            block: dict[str, object] = {"id": c.id, "kind": c.kind, "phase": c.phase}
+            if c.material is not None:
+                block["material"] = c.material
+            obj["check"] = block
+        out.append(obj)
+    return json.dumps(out, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# check summaries
+# ---------------------------------------------------------------------------------------------
+def decode_check_summary(payload: bytes) -> CheckSummary:
+    """Decode a device-computed QC check summary (``envcal/{station}/{analyzer}/check``).
+
+    Parameters
+    ----------
+    payload : bytes
+        UTF-8 JSON object with ``id, kind, analyte, start, end, material, measured,
+        readings`` and optionally ``standard_value`` (device's reference value) and
+        ``verdict`` (device's verdict text). Times are ISO 8601 with offset or epoch [ms].
+
+    Returns
+    -------
+    CheckSummary
+        ``start``/``end`` in UTC, ``readings`` as a tuple of floats, the verdict in
+        ``device_verdict`` (kept beside envcal's own verdict, never trusted).
+
+    Raises
+    ------
+    ProtocolError
+        Missing or unknown keys, wrong types, non-finite numbers, ``end`` before ``start``,
+        an unknown ``kind``, oversized payload.
+
+    References
+    ----------
+    DESIGN.md section 4 (check summary); HJ 212-2025 CN 2062 (automatic standard-sample
+    check data) for the device verdict it mirrors.
+    """
+    d = _loads(payload)
+    if type(d) is not dict:
+        raise ProtocolError(f"check summary: expected an object, got {_typename(d)}")
+    extra = d.keys() - _SUMMARY_KEYS
+    if extra:
+        raise ProtocolError(f"check summary: unknown key {sorted(extra)[0]!r}")
+    for k in _SUMMARY_REQUIRED:
+        if k not in d:
+            raise ProtocolError(f"check summary: missing field {k!r}")
+    where = "check summary: field"
+    cid = _text(d["id"], f"{where} 'id'")
+    kind = d["kind"]
+    if type(kind) is not str or kind not in _KINDS:
+        raise ProtocolError(f"{where} 'kind': {kind!r} is not one of {', '.join(CHECK_KINDS)}")
+    analyte = _text(d["analyte"], f"{where} 'analyte'")
+    start = parse_timestamp(d["start"], f"{where} 'start'")
+    end = parse_timestamp(d["end"], f"{where} 'end'")
+    if end < start:
+        raise ProtocolError(f"{where} 'end': {end.isoformat()} is before start {start.isoformat()}")
+    material = _text(d["material"], f"{where} 'material'", nullable=True, empty=True)
+    measured = _number(d["measured"], f"{where} 'measured'")
+    raw = d["readings"]
+    if type(raw) is not list:
+        raise ProtocolError(f"{where} 'readings': expected a list, got {_typename(raw)}")
+    readings = tuple(_number(v, f"{where} 'readings[{j}]'", nullable=False)
+                     for j, v in enumerate(raw))
+    standard_value = _number(d.get("standard_value"), f"{where} 'standard_value'")
+    verdict = _text(d.get("verdict"), f"{where} 'verdict'", nullable=True, empty=True)
+    return CheckSummary(id=cid, kind=kind, analyte=analyte, start=start, end=end,
+                        material=material, measured=measured, readings=readings,
+                        standard_value=standard_value, device_verdict=verdict)
+
+
+def encode_check_summary(s: CheckSummary, *, tz: dt.tzinfo = UTC8) -> bytes:
+    """Encode a check summary as JSON (the inverse of :func:`decode_check_summary`).
+
+    Parameters
+    ----------
+    s : CheckSummary
+        Aware ``start``/``end``. ``extra`` is not transmitted (the wire format is strict).
+    tz : datetime.tzinfo, optional
+        Offset written into ``start``/``end`` (default UTC+08:00).
+
+    Returns
+    -------
+    bytes
+        UTF-8 JSON object; ``standard_value`` and ``verdict`` only when not None.
+
+    References
+    ----------
+    DESIGN.md section 4 (check summary).
+    """
+    obj: dict[str, object] = {
+        "id": s.id, "kind": s.kind, "analyte": s.analyte,
+        "start": _iso(s.start, tz, "start"), "end": _iso(s.end, tz, "end"),
+        "material": s.material, "measured": _num_out(s.measured, "measured"),
+        "readings": [_num_out(v, f"readings[{j}]") for j, v in enumerate(s.readings)],
+    }
+    if s.standard_value is not None:
+        obj["standard_value"] = _num_out(s.standard_value, "standard_value")
+    if s.device_verdict is not None:
+        obj["verdict"] = s.device_verdict
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")

@@ -72,6 +72,7 @@ from envcal.units import (
     parse_unit,
     ureg,
 )
+from envcal.validation import error_message, loc_path
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "reference_materials" / "schema.json"
 #: Default attachment size limit [bytes].
@@ -165,29 +166,13 @@ def _unit_problem(analyte: str, unit: str, kind: str | None, molar_volume: float
     return None
 
 
-def _loc(loc: tuple) -> str:
-    parts: list[str] = []
-    for p in loc:
-        if isinstance(p, int):
-            if parts:
-                parts[-1] = f"{parts[-1]}[{p}]"
-            else:
-                parts.append(f"[{p}]")
-        else:
-            parts.append(str(p))
-    return ".".join(parts)
-
-
 def _structure_problems(text: str) -> list[str]:
     try:
         CertificateDoc.model_validate_json(text)
     except ValidationError as exc:
         out = []
         for err in exc.errors():
-            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] == "missing":
-                msg = "required field is missing"
-            out.append(f"{_loc(err['loc'])}: {msg}")
+            out.append(f"{loc_path(err['loc'])}: {error_message(err)}")
         return out
     return []
 

@@ -230,10 +230,56 @@ class CoverageReport:
                                "checks": a.checks, "reasons": a.reasons} for a in self.analyzers]}
 
 
+def routine_checks(engine: Engine, registry, at: dt.datetime | None = None
+                   ) -> tuple[dict[str, list[tuple[str, dt.timedelta]]],
+                              Callable[[str, str], dt.datetime | None]]:
+    """The routine checks each analyzer's rule pack requires, and when each last happened.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    registry : envcal.registry.Registry
+    at : datetime, optional
+        Only checks that ended at or before this time count.
+
+    Returns
+    -------
+    required : dict
+        Analyzer id -> [(check kind, interval)]: the shortest interval any of its channels'
+        rules requires for that kind (``RulePack.required_checks``).
+    last_check : callable
+        ``(analyzer_id, kind) -> end of the last evaluated (not invalid) check``, from the
+        ``check_result`` table; an invalid check (no plateau, unusable material) does not
+        count as done.
+    """
+    import sqlalchemy as sa
+
+    from envcal.models import CheckResult
+    from envcal.rules import load_pack
+
+    packs: dict = {}
+    required: dict[str, list[tuple[str, dt.timedelta]]] = {}
+    for a in registry.analyzers.values():
+        pack = packs.get(a.rule_pack) or packs.setdefault(a.rule_pack, load_pack(a.rule_pack))
+        kinds: dict[str, dt.timedelta] = {}
+        for ch in a.channels:
+            for kind, freq in pack.required_checks(ch.analyte):
+                kinds[kind] = min(freq, kinds.get(kind, freq))
+        required[a.id] = sorted(kinds.items())
+    c = CheckResult.__table__.c
+    q = (sa.select(c.analyzer_id, c.kind, sa.func.max(c.end))
+         .where(c.verdict != "invalid").group_by(c.analyzer_id, c.kind))
+    if at is not None:
+        q = q.where(c.end <= at)
+    with engine.connect() as conn:
+        last = {(a, k): t for a, k, t in conn.execute(q)}
+    return required, lambda analyzer_id, kind: last.get((analyzer_id, kind))
+
+
 def coverage(engine: Engine, at: dt.datetime, registry=None, *,
              required_checks: Mapping[str, Sequence[tuple[str, dt.timedelta]]] | None = None,
              last_check: Callable[[str, str], dt.datetime | None] | None = None,
-             target: float = TARGET_RATE) -> CoverageReport:
+             target: float = TARGET_RATE, routine: bool = True) -> CoverageReport:
     """Verification coverage rate of the network at ``at`` (see the module docstring).
 
     Parameters
@@ -242,13 +288,18 @@ def coverage(engine: Engine, at: dt.datetime, registry=None, *,
     at : datetime
         Time evaluated (timezone-aware); records are compared by ``at.date()``.
     registry : envcal.registry.Registry, optional
-        The analyzers counted; default: every analyzer in the database.
+        The analyzers counted; default: every analyzer in the database. With a registry
+        and neither of the next two arguments, the routine checks are evaluated from the
+        rule packs and the stored results (:func:`routine_checks`).
     required_checks : mapping, optional
         Analyzer id -> [(check kind, maximum age)] its rule pack requires (an analyzer
         absent from the mapping requires none).
     last_check : callable, optional
         ``(analyzer_id, kind) -> end time of the last check of that kind, or None``.
     target : float, default 0.96
+    routine : bool, default True
+        With False, only instrument verification records are judged (routine checks
+        "not evaluated") unless ``required_checks`` and ``last_check`` are given.
 
     Returns
     -------
@@ -263,6 +314,8 @@ def coverage(engine: Engine, at: dt.datetime, registry=None, *,
     if at.tzinfo is None:
         raise ValueError("at must be timezone-aware")
     day = at.date()
+    if routine and required_checks is None and last_check is None and registry is not None:
+        required_checks, last_check = routine_checks(engine, registry, at)
     evaluate = required_checks is not None and last_check is not None
     with Session(engine) as s:
         if registry is not None:

@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from envcal.analytes import ANALYTES
 from envcal.units import UnitError, parse_unit
+from envcal.validation import describe
 
 StationKind = Literal["ambient_air", "flue_gas", "surface_water", "wastewater"]
 
@@ -121,35 +122,6 @@ class Registry:
         return self.stations[self.analyzers[analyzer_id].station]
 
 
-def _loc(err: dict) -> str:
-    parts = []
-    for p in err["loc"]:
-        if isinstance(p, int):
-            parts[-1] = f"{parts[-1]}[{p}]" if parts else f"[{p}]"
-        else:
-            parts.append(str(p))
-    return ".".join(parts)
-
-
-def _describe(path: Path, exc: ValidationError, data: dict) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = _loc(err)
-        where = loc
-        # name the object by its id where we can
-        top = err["loc"][:2]
-        if len(top) == 2 and isinstance(top[1], int):
-            try:
-                obj_id = data[top[0]][top[1]].get("id")
-                if obj_id:
-                    where = f"{loc} (id={obj_id!r})"
-            except (KeyError, IndexError, AttributeError, TypeError):
-                pass
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{path}: {where}: {msg}")
-    return "\n".join(lines)
-
-
 def _files(path: Path) -> list[Path]:
     if path.is_dir():
         files = sorted(path.glob("*.toml"))
@@ -193,7 +165,7 @@ def load_registry(paths: str | Path | Iterable[str | Path]) -> Registry:
             try:
                 parsed = _File.model_validate(data)
             except ValidationError as exc:
-                raise RegistryError(_describe(f, exc, data)) from None
+                raise RegistryError(describe(f, exc, data)) from None
             reg.sources.append(f)
             for i, s in enumerate(parsed.stations):
                 if s.id in reg.stations:

@@ -529,6 +529,8 @@ def result_json(r: dict[str, Any]) -> dict[str, Any]:
 
 def _row(r: dict[str, Any]) -> dict[str, Any]:
     row = {k: r.get(k) for k in RESULT_FIELDS if k not in ("analyzer", "station")}
+    row["reason_en"] = r.get("reason_en") or ""
+    row["reason_zh"] = r.get("reason_zh") or ""
     row["analyzer_id"] = r["analyzer"]
     row["station_id"] = r["station"]
     row["details"] = json.loads(json.dumps(r.get("details") or {}, default=_jsonable))

@@ -80,7 +80,7 @@ def test_coverage_records(engine, registry):
     _add(engine, ids[5], "EXP-1", date="2025-06-01", valid="2026-05-31")  # expired
     _add(engine, ids[6], "NQ-1", result="not_qualified",
          errors={"NH3-N": {"indication_error_pct": 12.0}})  # not qualified
-    rep = coverage(engine, AT, registry)
+    rep = coverage(engine, AT, registry, routine=False)
     assert (rep.total, rep.verified) == (8, 5)
     assert rep.rate == pytest.approx(5 / 8) and not rep.meets_target and rep.target == 0.96
     assert not rep.checks_evaluated
@@ -90,9 +90,10 @@ def test_coverage_records(engine, registry):
     assert "not qualified" in by[ids[6]].reasons[0]
     assert by[ids[7]].reasons == ["no instrument verification record"]
     # before the 2026 records only the (then valid) 2025 record counts; valid_until day counts
-    early = coverage(engine, dt.datetime(2026, 2, 1, tzinfo=CST), registry)
+    early = coverage(engine, dt.datetime(2026, 2, 1, tzinfo=CST), registry, routine=False)
     assert [a.analyzer_id for a in early.analyzers if a.verified] == [ids[5]]
-    assert coverage(engine, dt.datetime(2027, 2, 28, 23, tzinfo=CST), registry).verified == 5
+    assert coverage(engine, dt.datetime(2027, 2, 28, 23, tzinfo=CST), registry,
+                    routine=False).verified == 5
     # default population: every analyzer in the database
     assert coverage(engine, AT).total == 8
 
@@ -102,7 +103,7 @@ def test_coverage_with_routine_checks(sqlite_engine, registry):
     ids = sorted(registry.analyzers)
     for i, aid in enumerate(ids):
         _add(sqlite_engine, aid, f"OK-{i}")
-    rep = coverage(sqlite_engine, AT, registry)
+    rep = coverage(sqlite_engine, AT, registry, routine=False)
     assert rep.rate == 1.0 and rep.meets_target
     day = dt.timedelta(hours=24)
     required = {ids[0]: [("zero", day), ("span", day)], ids[1]: [("std_sample", 7 * day)]}
@@ -119,6 +120,31 @@ def test_coverage_with_routine_checks(sqlite_engine, registry):
     assert by[ids[2]].verified and by[ids[2]].checks == "up to date"
     assert rep.verified == 6 and rep.rate == pytest.approx(0.75)
     assert json.loads(json.dumps(rep.to_dict()))["formula"] == "rate = N_verified / N_total"
+
+
+def test_coverage_routine_checks_from_rule_packs(sqlite_engine, registry):
+    from envcal.instruments import routine_checks
+    from envcal.verify import store_results
+
+    sync_registry(sqlite_engine, registry)
+    for i, aid in enumerate(sorted(registry.analyzers)):
+        _add(sqlite_engine, aid, f"OK-{i}")
+    required, _ = routine_checks(sqlite_engine, registry)
+    # HJ 75-2017: daily zero and span checks of the CEMS channels
+    assert dict(required["NB-PP02-CEMS"]) == {"zero": dt.timedelta(hours=24),
+                                               "span": dt.timedelta(hours=24)}
+    rep = coverage(sqlite_engine, AT, registry)
+    by = {a.analyzer_id: a for a in rep.analyzers}
+    assert rep.checks_evaluated and by["NB-PP02-CEMS"].checks == "overdue"
+    assert any("no zero check on record" in r for r in by["NB-PP02-CEMS"].reasons)
+    base = {"analyzer": "NB-PP02-CEMS", "station": "ZJ-NB-PP02", "analyte": "SO2", "unit": "mg/m3",
+            "span": 200.0, "n": 10, "verdict": "pass", "pack": "hj75_2017", "pack_version": "x",
+            "source": "readings"}
+    store_results(sqlite_engine, [
+        {**base, "kind": k, "check_id": f"CK-{k}", "start": AT - dt.timedelta(hours=2),
+         "end": AT - dt.timedelta(hours=2) + dt.timedelta(minutes=5)} for k in ("zero", "span")])
+    by = {a.analyzer_id: a for a in coverage(sqlite_engine, AT, registry).analyzers}
+    assert by["NB-PP02-CEMS"].checks == "up to date" and by["NB-PP02-CEMS"].verified
 
 
 def test_cli_verify_record(sqlite_url, tmp_path):
@@ -142,5 +168,10 @@ def test_cli_verify_record(sqlite_url, tmp_path):
     assert r.exit_code == 1 and "result: 'ok'" in r.output
     r = runner.invoke(app, ["instruments", "coverage", "--at", "2026-11-27T08:00:00+08:00",
                             "--stations", stations, "--json", "--db", sqlite_url])
+    rep = json.loads(r.output)
+    # the record is valid, but no routine check of the rule pack has been run yet
+    assert (rep["verified"], rep["total"]) == (0, 8)
+    r = runner.invoke(app, ["instruments", "coverage", "--at", "2026-11-27T08:00:00+08:00",
+                            "--stations", stations, "--json", "--records-only", "--db", sqlite_url])
     rep = json.loads(r.output)
     assert (rep["verified"], rep["total"]) == (1, 8)

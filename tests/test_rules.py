@@ -169,7 +169,7 @@ def test_rules_statistics_block_cfr58():
         ('unit = "% F.S."', 'unit = "%"', r"testpack\.toml: rules\[0\].*unit '%' does not fit quantity 'drift_fs_pct'"),
         ('rules = ["t.zero"]', 'rules = ["t.nope"]', r"testpack\.toml: .*unknown rule id 't\.nope'"),
         ('source = { standard = "TEST 1-2026", clause = "1.1" }\n', "",
-         r"testpack\.toml: rules\[0\]\.source.*Field required"),
+         r"testpack\.toml: rules\[0\]\.source.*required field is missing"),
         ('name = "testpack"', 'name = "otherpack"', r"testpack\.toml: name: 'otherpack' does not match"),
         ("molar_volume = 22.4", "molar_volume = 24.5x", r"testpack\.toml: not valid TOML"),
     ],

@@ -220,6 +220,8 @@ def instruments_coverage(
     at: str | None = typer.Option(None, "--at", help="ISO time with offset (default: now)"),
     stations: str | None = typer.Option(None, "--stations", help="Registry (analyzers counted)"),
     as_json: bool = typer.Option(False, "--json", help="JSON output"),
+    records_only: bool = typer.Option(False, "--records-only",
+                                      help="Judge instrument verification records only, not routine checks"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Verification coverage rate = verified analyzers / analyzers in the registry (target 96 %)."""
@@ -237,7 +239,7 @@ def instruments_coverage(
     except RegistryError as exc:
         _err(str(exc))
         raise typer.Exit(1) from None
-    rep = coverage(_engine(db), t, reg)
+    rep = coverage(_engine(db), t, reg, routine=not records_only)
     if as_json:
         _dump(rep.to_dict())
         return

@@ -43,6 +43,7 @@ from pydantic import (
 )
 
 from envcal.analytes import ANALYTES
+from envcal.validation import describe
 
 RULES_DIR = Path(__file__).resolve().parent
 
@@ -420,37 +421,6 @@ def _rule_sha(doc: dict[str, Any]) -> str:
                                      separators=(",", ":")).encode("utf-8")).hexdigest()
 
 
-def _loc(err: dict) -> str:
-    parts: list[str] = []
-    for p in err["loc"]:
-        if isinstance(p, int):
-            if parts:
-                parts[-1] = f"{parts[-1]}[{p}]"
-            else:
-                parts.append(f"[{p}]")
-        else:
-            parts.append(str(p))
-    return ".".join(parts)
-
-
-def _describe(path: Path, exc: ValidationError, data: dict) -> str:
-    lines = []
-    for err in exc.errors():
-        loc = _loc(err)
-        where = loc or "(pack)"
-        top = err["loc"][:2]
-        if len(top) == 2 and isinstance(top[1], int):
-            try:
-                obj_id = data[top[0]][top[1]].get("id")
-                if obj_id:
-                    where = f"{loc} (id={obj_id!r})"
-            except (KeyError, IndexError, AttributeError, TypeError):
-                pass
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        lines.append(f"{path}: {where}: {msg}")
-    return "\n".join(lines)
-
-
 _CACHE: dict[tuple[str, str], RulePack] = {}
 
 
@@ -477,7 +447,7 @@ def _parse(path: Path, name: str) -> RulePack:
     try:
         pack = RulePack.model_validate(data)
     except ValidationError as exc:
-        raise RulePackError(_describe(path, exc, data)) from None
+        raise RulePackError(describe(path, exc, data, whole="(pack)")) from None
     if pack.name != name:
         raise RulePackError(f"{path}: name: {pack.name!r} does not match the file name {name!r}")
     pack._path = path

@@ -155,3 +155,78 @@ def channel_trend(engine: Engine, analyzer: str, analyte: str, kind: str, limit:
     """Trend of one channel's check errors from the stored results (see :func:`trend_of`)."""
     t, y = history(engine, analyzer, analyte, kind, until=until, limit=params.history)
     return trend_of(t, y, limit, params=params, analyzer=analyzer, analyte=analyte, kind=kind)
+
+
+@dataclass(frozen=True)
+class PeriodStatistics:
+    """40 CFR 58 App A §4.1 statistics of one-point QC checks over a period [%]."""
+
+    analyzer: str
+    analyte: str
+    n: int
+    cv_ub: float | None  # coefficient of variation upper bound [%]
+    bias_ub: float | None  # absolute bias upper bound [%]
+    bias_sign: int  # +1, -1, or 0 (the 25th and 75th percentiles of d disagree)
+    cv_limit: float | None
+    bias_limit: float | None
+    cv_ok: bool | None
+    bias_ok: bool | None
+
+
+def cfr58_statistics(d: np.ndarray, cv_confidence: float = 0.90,
+                     bias_confidence: float = 0.95) -> tuple[float, float, int]:
+    """CV and bias upper bounds of percent differences ``d`` of one-point QC checks.
+
+    Parameters
+    ----------
+    d : ndarray
+        Percent differences d = (meas - audit)/audit x 100 [%] (``error_rel_pct``).
+    cv_confidence : float, default 0.90
+        The CV bound uses the chi-squared quantile at ``1 - cv_confidence`` with n - 1 df.
+    bias_confidence : float, default 0.95
+        The bias bound uses the t quantile at ``bias_confidence`` with n - 1 df.
+
+    Returns
+    -------
+    cv_ub, bias_ub : float
+        [%]; NaN with fewer than two finite d.
+    sign : int
+        Sign of the bias (+1, -1; 0 when the 25th and 75th percentiles disagree).
+
+    References
+    ----------
+    40 CFR Part 58 Appendix A, §4.1.1 (percent difference), §4.1.2 (CV upper bound),
+    §4.1.3 (bias upper bound and its sign).
+    """
+    d = np.asarray(d, dtype=np.float64)
+    n = int(np.isfinite(d).sum())
+    if n < 2:
+        return float("nan"), float("nan"), 0
+    chi2_q = float(stats.chi2.ppf(1.0 - cv_confidence, n - 1))
+    t_q = float(stats.t.ppf(bias_confidence, n - 1))
+    cv_ub = float(kernels.cfr58_cv_ub(d, chi2_q))
+    bias_ub, sign = kernels.cfr58_bias_ub(d, t_q)
+    return cv_ub, float(bias_ub), int(sign)
+
+
+def period_statistics(engine: Engine, pack, analyzer: str, analyte: str,
+                      start: dt.datetime, end: dt.datetime) -> PeriodStatistics:
+    """40 CFR 58 App A statistics of an analyzer channel's checks in [start, end), with the
+    pack's ``[statistics]`` limits (see :func:`cfr58_statistics`)."""
+    st = pack.statistics
+    if st is None:
+        raise ValueError(f"rule pack {pack.name} defines no period statistics")
+    c = CheckResult.__table__.c
+    q = (sa.select(c.error_rel_pct)
+         .where(c.analyzer_id == analyzer, c.analyte == analyte, c.kind == st.check_kind,
+                c.verdict != "invalid", c.error_rel_pct.is_not(None),
+                c.end >= start, c.end < end).order_by(c.end))
+    with engine.connect() as conn:
+        d = np.array([r[0] for r in conn.execute(q)], dtype=np.float64)
+    cv, bias, sign = cfr58_statistics(d, st.cv_confidence, st.bias_confidence)
+    lim = st.limit_for(analyte)
+    ok_n = len(d) >= st.min_n
+    cv_ok = (cv <= lim.cv_ub) if (lim and ok_n and math.isfinite(cv)) else None
+    bias_ok = (bias <= lim.bias_ub) if (lim and ok_n and math.isfinite(bias)) else None
+    return PeriodStatistics(analyzer, analyte, len(d), _fin(cv), _fin(bias), sign,
+                            lim.cv_ub if lim else None, lim.bias_ub if lim else None, cv_ok, bias_ok)

@@ -254,3 +254,26 @@ def test_verify_replay_from_archive_is_identical(world, tmp_path):
                      dt.datetime(2026, 11, 26, tzinfo=dt.UTC))
     assert len(results) == 3
     assert list_results(engine) == live
+
+
+def test_verify_device_summary_reevaluated_with_our_rules(world):
+    from sqlmodel import Session
+
+    from envcal.models import CheckSummaryRecord
+
+    engine, registry = world
+    # the device says "qualified" for NH3-N 2.25 mg/L against its own idea of the standard
+    # value; envcal uses the certificate (2.0 mg/L): +12.5 % > 10 % -> fail, device verdict kept
+    with Session(engine) as s:
+        s.add(CheckSummaryRecord(analyzer_id="SX-WW01-WQ", check_id="HJ212-CK-9", kind="std_sample",
+                                 analyte="NH3-N", start=T0, end=T0 + dt.timedelta(minutes=40),
+                                 material=NH3N_LOT, measured=2.25, readings=None,
+                                 standard_value=2.2, device_verdict="qualified", received_at=T0))
+        s.commit()
+    _, (r,) = _verify(engine, registry)
+    assert r["source"] == "summary" and r["check_id"] == "HJ212-CK-9"
+    assert r["verdict"] == "fail" and r["error_rel_pct"] == pytest.approx(12.5)
+    assert r["device_verdict"] == "qualified" and r["device_measured"] == 2.25
+    # evaluated once: a second pass finds nothing pending
+    v = Verifier(engine, registry)
+    assert v.verify_pending() == []

@@ -552,6 +552,10 @@ class IngestService:
         MQTT session expiry interval [s].
     max_payload : int, default 65536
         Largest accepted payload [bytes].
+    username, password : str, optional
+        MQTT credentials (see :mod:`envcal.mqtt_security`); the password is never logged.
+    ca_file : str, optional
+        PEM CA bundle trusted for an ``mqtts://`` broker (default: the system's CAs).
     """
 
     def __init__(self, broker_url: str, db_url: str | Engine, registry: Registry, *,
@@ -560,7 +564,8 @@ class IngestService:
                  receive_maximum: int | None = None,
                  on_commit: OnCommit | Sequence[OnCommit] | None = None,
                  session_expiry: int = SESSION_EXPIRY_S, max_payload: int = MAX_PAYLOAD,
-                 keepalive: int = 30) -> None:
+                 keepalive: int = 30, username: str | None = None,
+                 password: str | None = None, ca_file: str | None = None) -> None:
         from envcal.broker import parse_broker_url
         from envcal.db import make_engine
 
@@ -579,6 +584,9 @@ class IngestService:
         self.receive_maximum = min(65535, receive_maximum or 2 * batch_size)
         self.session_expiry = session_expiry
         self.keepalive = keepalive
+        self.username = username
+        self._password = password
+        self.ca_file = ca_file
         if on_commit is None:
             self.on_commit: list[OnCommit] = []
         elif callable(on_commit):
@@ -650,7 +658,9 @@ class IngestService:
         c.on_message = self._on_message
         c.reconnect_delay_set(min_delay=1, max_delay=30)
         if self.tls:
-            c.tls_set()
+            c.tls_set(ca_certs=self.ca_file)
+        if self.username is not None:
+            c.username_pw_set(self.username, self._password)
         props = Properties(PacketTypes.CONNECT)
         props.SessionExpiryInterval = self.session_expiry
         props.ReceiveMaximum = self.receive_maximum

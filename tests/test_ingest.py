@@ -406,3 +406,18 @@ def test_service_shared_group_two_workers(mosquitto, publisher, sqlite_url):
 def test_message_defaults():
     m = Message("t", b"x")
     assert (m.mid, m.qos, m.generation) == (0, 0, 0)
+
+
+def test_core_hj212_password_checked_when_configured(sqlite_engine, registry):
+    hj212 = pytest.importorskip("envcal.protocols.hj212")
+    sync_registry(sqlite_engine, registry)
+    registry.analyzers[HJ_AZ] = registry.analyzers[HJ_AZ].model_copy(update={"pw": "s3cret"})
+    t = _now() - dt.timedelta(hours=1)
+    cp = {"a21026-Rtd": 22.5}
+    right = hj212.encode_frame(cn="2011", mn=HJ_MN, pw="s3cret", data_time=t, cp=cp)
+    wrong = hj212.encode_frame(cn="2011", mn=HJ_MN, pw="123456", data_time=t + dt.timedelta(seconds=1), cp=cp)
+    r = IngestCore(sqlite_engine, registry).ingest([(HJ_TOPIC, right), (HJ_TOPIC, wrong)])
+    assert (r.rows, r.dead_letters) == (1, 1)
+    with sqlite_engine.connect() as conn:
+        reason = conn.execute(sa.text("select reason from dead_letter")).scalar_one()
+    assert "PW" in reason and "s3cret" not in reason and "123456" not in reason

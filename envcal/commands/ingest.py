@@ -30,6 +30,12 @@ def ingest(
     webhook: str | None = typer.Option(None, "--webhook", help="POST alert events to this URL"),
     tick_seconds: float = typer.Option(5.0, "--tick-seconds", min=0.05,
                                        help="Timer for stale checks and time-based alerts [s]"),
+    username: str | None = typer.Option(None, "--username",
+                                        help="MQTT user name (default: ENVCAL_MQTT_USERNAME; none: anonymous)"),
+    password_file: Path | None = typer.Option(None, "--password-file",
+                                              help="File with the MQTT password (or USER=PASSWORD lines, "
+                                              "as written by `envcal mqtt acl`)"),
+    ca_file: Path | None = typer.Option(None, "--ca-file", help="PEM CA trusted for an mqtts:// broker"),
 ) -> None:
     """Run the ingest service until SIGTERM/SIGINT: MQTT -> validated rows, bad input -> dead letters."""
     from rich.console import Console
@@ -66,9 +72,18 @@ def ingest(
         _fail(console, "archive", f"{archive_dir}: {exc}")
     console.print(f"[green]✓ archive  [/green]  {archive_dir.resolve()}")
 
+    user = setting("mqtt_username", username, default=None)
+    password = None
+    if password_file is not None:
+        try:
+            password = _read_password(password_file, user)
+        except (OSError, ValueError) as exc:
+            _fail(console, "broker", f"--password-file: {exc}")
     try:
         svc = IngestService(broker_url, engine, reg, client_id=client_id, group=group,
-                            batch_size=batch_size, batch_seconds=batch_seconds)
+                            batch_size=batch_size, batch_seconds=batch_seconds,
+                            username=user, password=password,
+                            ca_file=str(ca_file) if ca_file else None)
     except ValueError as exc:
         _fail(console, "broker", str(exc))
     try:
@@ -99,6 +114,21 @@ def ingest(
     console.print(f"stopped: {t['messages']} messages, {t['rows']} rows, {t['duplicates']} duplicates, "
                   f"{t['dead_letters']} dead letters, {t['gaps']} gaps in {t['batches']} batches")
     engine.dispose()
+
+
+def _read_password(path: Path, username: str | None) -> str:
+    """The password in ``path``: the whole (stripped) file, or the ``USER=PASSWORD`` line of
+    ``username`` in a secrets file. Error messages never contain the file's content."""
+    text = path.read_text(encoding="utf-8")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
+    if username is not None and any(ln.partition("=")[0].strip() == username for ln in lines):
+        from envcal.mqtt_security import read_secrets
+
+        return read_secrets(path)[username]
+    if len(lines) != 1:
+        raise ValueError(f"{path}: want one line with the password"
+                         + (f" or a {username}=PASSWORD line" if username else ""))
+    return lines[0]
 
 
 def _attach_pipeline(svc, webhook: str | None, tick_seconds: float):

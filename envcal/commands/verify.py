@@ -83,6 +83,9 @@ def register(app: typer.Typer) -> None:
         stations: str | None = typer.Option(None, "--stations", help="Registry TOML file or folder."),
         analyzer: list[str] = typer.Option(None, "--analyzer", help="Only these analyzers."),
         as_json: bool = typer.Option(False, "--json", help="Print the results as JSON."),
+        dask: str | None = typer.Option(None, "--dask", help="Read the archive and compute plateau "
+                                        "statistics on Dask: 'local' (2-worker LocalCluster) or a "
+                                        "scheduler address tcp://HOST:PORT."),
     ) -> None:
         """Re-evaluate every check that ended in [--from, --to) from the hot store and archive."""
         from rich.progress import Progress
@@ -92,9 +95,18 @@ def register(app: typer.Typer) -> None:
         v = _verifier(db, stations)
         with Progress(transient=True) as bar:
             task = bar.add_task("replaying checks", total=None)
-            results = replay(v, setting("archive", archive), _time(start), _time(end),
-                             analyzer_ids=analyzer or None,
-                             progress=lambda d, n: bar.update(task, completed=d, total=n))
+            if dask:
+                from envcal.replay_dask import replay_dask
+
+                def _progress(phase: str, d: int, n: int) -> None:
+                    bar.update(task, description=phase, completed=d, total=n)
+
+                results = replay_dask(v, setting("archive", archive), _time(start), _time(end),
+                                      scheduler=dask, analyzer_ids=analyzer or None, progress=_progress)
+            else:
+                results = replay(v, setting("archive", archive), _time(start), _time(end),
+                                 analyzer_ids=analyzer or None,
+                                 progress=lambda d, n: bar.update(task, completed=d, total=n))
         if as_json:
             typer.echo(json.dumps([result_json(r) for r in results], ensure_ascii=False))
         else:

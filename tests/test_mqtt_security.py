@@ -1,0 +1,328 @@
+"""MQTT access control from the registry, enforced by a real Mosquitto (passwords, ACL, TLS)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import ssl
+import stat
+import subprocess
+import threading
+import time
+import uuid
+
+import paho.mqtt.client as mqtt
+import pytest
+import sqlalchemy as sa
+from typer.testing import CliRunner
+
+from envcal.broker import Mosquitto, free_port
+from envcal.db import init_db, make_engine
+from envcal.ingest import IngestService
+from envcal.mqtt_security import (
+    SecurityConfigError,
+    TlsFiles,
+    acl_text,
+    hash_password,
+    read_secrets,
+    verify_password,
+    write_broker_security,
+)
+from envcal.registry import StationSpec, sync_registry
+
+OWN = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"  # station ZJ-NB-PP02's analyzer
+OTHER = "envcal/ZJ-HZ-AQ01/HZ-AQ01-PM/data"  # another station's analyzer
+NOT_AUTHORIZED = 0x87
+
+
+# --------------------------------------------------------------------------- helpers
+class Client:
+    """A paho MQTT v5 client that records CONNACK, PUBACK and SUBACK reason codes."""
+
+    def __init__(self, host: str, port: int, user: str | None = None, password: str | None = None,
+                 ca: str | None = None) -> None:
+        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}",
+                             protocol=mqtt.MQTTv5)
+        if user is not None:
+            self.c.username_pw_set(user, password)
+        if ca is not None:
+            self.c.tls_set(ca_certs=ca)
+        self.connack = None
+        self.pubacks: dict[int, int] = {}
+        self.subacks: dict[int, list[int]] = {}
+        self.received: list[tuple[str, bytes]] = []
+        self._ev = threading.Event()
+        self.c.on_connect = self._on_connect
+        self.c.on_publish = lambda c, u, mid, rc, props: self.pubacks.__setitem__(mid, rc.value)
+        self.c.on_subscribe = lambda c, u, mid, rcs, props: self.subacks.__setitem__(mid, [r.value for r in rcs])
+        self.c.on_message = lambda c, u, m: self.received.append((m.topic, m.payload))
+        self.c.connect_async(host, port)
+        self.c.loop_start()
+        self._ev.wait(10)
+
+    def _on_connect(self, c, u, flags, rc, props) -> None:
+        self.connack = rc.value
+        self._ev.set()
+
+    def publish(self, topic: str, payload: bytes = b"x") -> int:
+        info = self.c.publish(topic, payload, qos=1)
+        deadline = time.monotonic() + 10
+        while info.mid not in self.pubacks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.pubacks[info.mid]
+
+    def subscribe(self, topic: str) -> list[int]:
+        _, mid = self.c.subscribe(topic, qos=1)
+        deadline = time.monotonic() + 10
+        while mid not in self.subacks and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.subacks[mid]
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def secured(tmp_path, registry):
+    """A Mosquitto with the registry's ACL and passwords; yields (broker, credentials)."""
+    files = write_broker_security(registry, tmp_path / "sec")
+    broker = Mosquitto(tmp_path / "broker", extra_conf=files.conf.read_text()).start()
+    yield broker, read_secrets(files.secrets)
+    broker.stop()
+
+
+def _wait(cond, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return bool(cond())
+
+
+# --------------------------------------------------------------------------- files
+def test_hash_password_matches_mosquitto_passwd(tmp_path):
+    exe = shutil.which("mosquitto_passwd")
+    if exe is None:
+        pytest.skip("mosquitto_passwd not installed (the broker test below still checks our hashes)")
+    pw_file = tmp_path / "pw"
+    subprocess.run([exe, "-b", "-c", str(pw_file), "alice", "correct horse"], check=True,
+                   capture_output=True)
+    theirs = pw_file.read_text().strip().split(":", 1)[1]
+    assert theirs.startswith("$7$")
+    assert verify_password("correct horse", theirs)
+    assert not verify_password("wrong", theirs)
+    import base64
+
+    _, _, it, salt, _ = theirs.split("$")
+    assert hash_password("correct horse", salt=base64.b64decode(salt), iterations=int(it)) == theirs
+
+
+def test_acl_text_scopes_each_station(registry):
+    blocks: dict[str, list[str]] = {}
+    user = None
+    for ln in acl_text(registry).splitlines():
+        if ln.startswith("user "):
+            user = ln[5:]
+            blocks[user] = []
+        elif ln.startswith("topic") or ln.startswith("pattern"):
+            assert user is not None, f"rule outside a user block: {ln}"  # would apply to anyone
+            blocks[user].append(ln)
+    assert blocks["envcal"] == ["topic read envcal/#", "topic write envcal/alerts/#",
+                                "topic write envcal/results/#"]
+    for sid in registry.stations:
+        assert blocks[sid] == [f"topic write envcal/{sid}/#"]
+    assert len(blocks) == len(registry.stations) + 1
+
+
+def test_acl_text_reserved_station_id_refused(registry):
+    registry.stations["alerts"] = StationSpec(id="alerts", name="x", kind="ambient_air", lat=0, lon=0,
+                                              operator="x")
+    with pytest.raises(SecurityConfigError, match="alerts"):
+        acl_text(registry)
+
+
+def test_write_broker_security_keeps_secrets_private_and_stable(tmp_path, registry):
+    first = write_broker_security(registry, tmp_path / "a")
+    creds = read_secrets(first.secrets)
+    assert set(creds) == {"envcal", *registry.stations}
+    assert set(first.generated) == set(creds)
+    for p in (first.secrets, first.passwd):
+        assert stat.S_IMODE(p.stat().st_mode) == 0o600
+    hashes = dict(line.split(":", 1) for line in first.passwd.read_text().splitlines())
+    assert all(verify_password(creds[u], h) for u, h in hashes.items())
+    assert not any(pw in first.passwd.read_text() + first.acl.read_text() + first.conf.read_text()
+                   for pw in creds.values())
+    again = write_broker_security(registry, tmp_path / "a")  # rerun: same passwords, none generated
+    assert again.generated == () and read_secrets(again.secrets) == creds
+
+
+def test_cli_mqtt_acl_never_prints_passwords(tmp_path):
+    from envcal.cli import app
+
+    secrets = tmp_path / "given.env"
+    secrets.write_text("envcal=given-service-pw\n")
+    res = CliRunner().invoke(app, ["mqtt", "acl", "--stations", "stations", "--out", str(tmp_path / "o"),
+                                   "--secrets", str(secrets)])
+    assert res.exit_code == 0, res.output
+    creds = read_secrets(secrets)
+    assert creds["envcal"] == "given-service-pw" and len(creds) > 1
+    assert not any(pw in res.output for pw in creds.values())
+    conf = (tmp_path / "o" / "mosquitto.conf").read_text()
+    assert "allow_anonymous false" in conf and "password_file" in conf and "acl_file" in conf
+    bad = CliRunner().invoke(app, ["mqtt", "acl", "--stations", "stations", "--out", str(tmp_path / "p"),
+                                   "--tls-cert", str(tmp_path / "missing.pem")])
+    assert bad.exit_code == 2
+
+
+# --------------------------------------------------------------------------- the broker enforces it
+def test_broker_station_publishes_only_under_its_own_topic(secured):
+    broker, creds = secured
+    envcal = Client(broker.host, broker.port, "envcal", creds["envcal"])
+    station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+    try:
+        assert envcal.connack == 0 and station.connack == 0
+        assert envcal.subscribe("envcal/#") == [1]
+        # Mosquitto 2.0 grants a SUBACK here but checks read access on delivery: nothing arrives
+        assert station.subscribe("envcal/#")[0] in (1, NOT_AUTHORIZED)
+        assert station.publish(OWN, b"own") == 0
+        assert station.publish(OTHER, b"spoofed") == NOT_AUTHORIZED
+        assert station.publish("envcal/alerts/ZJ-NB-PP02/NB-PP02-CEMS", b"fake alert") == NOT_AUTHORIZED
+        assert station.publish("envcal/results/ZJ-NB-PP02/NB-PP02-CEMS", b"fake") == NOT_AUTHORIZED
+        assert envcal.publish("envcal/alerts/ZJ-NB-PP02/NB-PP02-CEMS", b"real alert") == 0
+        assert _wait(lambda: len(envcal.received) >= 2)
+        time.sleep(0.3)  # anything refused would have arrived by now
+        assert envcal.received == [(OWN, b"own"), ("envcal/alerts/ZJ-NB-PP02/NB-PP02-CEMS", b"real alert")]
+        assert station.received == []  # not even its own messages or the alerts about it
+    finally:
+        envcal.close()
+        station.close()
+
+
+def test_broker_refuses_anonymous_and_wrong_password(secured):
+    broker, creds = secured
+    anon = Client(broker.host, broker.port)
+    wrong = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-HZ-AQ01"])
+    try:
+        assert anon.connack in (0x86, 0x87)  # bad user name or password / not authorized
+        assert wrong.connack in (0x86, 0x87)
+    finally:
+        anon.close()
+        wrong.close()
+
+
+def test_ingest_service_with_credentials_stores_own_and_refused_never_arrives(secured, sqlite_url):
+    broker, creds = secured
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    from envcal.registry import load_registry
+
+    reg = load_registry("stations")
+    sync_registry(eng, reg)
+    svc = IngestService(broker.url, eng, reg, client_id="ingest-sec", group="envcal", batch_seconds=0.05,
+                        username="envcal", password=creds["envcal"]).start()
+    station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+    try:
+        assert svc.ready.wait(10), "ingest could not subscribe with its credentials"
+        ts = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()
+        body = json.dumps({"ts": ts, "seq": 1, "values": {"SO2": 1.0}}).encode()
+        assert station.publish(OWN, body) == 0
+        assert station.publish(OTHER, json.dumps({"ts": ts, "values": {"PM2.5": 3.0}}).encode()) == NOT_AUTHORIZED
+        with eng.connect() as conn:
+            assert _wait(lambda: conn.execute(sa.text("select count(*) from reading")).scalar_one() == 1)
+        time.sleep(0.3)
+        with eng.connect() as conn:
+            ids = conn.execute(sa.text("select analyzer_id from reading")).scalars().all()
+            dead = conn.execute(sa.text("select count(*) from dead_letter")).scalar_one()
+        assert ids == ["NB-PP02-CEMS"] and dead == 0
+    finally:
+        station.close()
+        svc.stop()
+        eng.dispose()
+
+
+# --------------------------------------------------------------------------- TLS
+def _make_ca_and_server(folder):
+    x509 = pytest.importorskip("cryptography.x509")
+    import ipaddress
+
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.UTC)
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("envcal test CA")).issuer_name(name("envcal test CA"))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                       content_commitment=False, key_encipherment=False,
+                                       data_encipherment=False, key_agreement=False,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("127.0.0.1")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                        x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = TlsFiles(folder / "server.pem", folder / "server.key", folder / "ca.pem")
+    paths.cafile.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths.certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths.keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                serialization.PrivateFormat.TraditionalOpenSSL,
+                                                serialization.NoEncryption()))
+    paths.keyfile.chmod(0o600)
+    return paths
+
+
+def test_tls_listener_ingest_over_mqtts(tmp_path, registry, sqlite_url):
+    tls = _make_ca_and_server(tmp_path / "pki")
+    tls_port = free_port()
+    files = write_broker_security(registry, tmp_path / "sec", tls=tls, tls_port=tls_port,
+                                  tls_host="127.0.0.1")
+    creds = read_secrets(files.secrets)
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    sync_registry(eng, registry)
+    with Mosquitto(tmp_path / "broker", extra_conf=files.conf.read_text()) as broker:
+        assert _wait(lambda: _port_open(tls_port))
+        svc = IngestService(f"mqtts://127.0.0.1:{tls_port}", eng, registry, client_id="ingest-tls",
+                            batch_seconds=0.05, username="envcal", password=creds["envcal"],
+                            ca_file=str(tls.cafile)).start()
+        station = Client("127.0.0.1", tls_port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"], ca=str(tls.cafile))
+        untrusted = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        untrusted.tls_set()  # system CAs only: our throwaway CA is not among them
+        try:
+            assert svc.ready.wait(10), "ingest did not connect over TLS"
+            assert station.connack == 0
+            ts = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)).isoformat()
+            assert station.publish(OWN, json.dumps({"ts": ts, "values": {"SO2": 2.5}}).encode()) == 0
+            with eng.connect() as conn:
+                assert _wait(lambda: conn.execute(sa.text("select count(*) from reading")).scalar_one() == 1)
+            with pytest.raises(ssl.SSLError):
+                untrusted.connect("127.0.0.1", tls_port)
+            assert broker.alive()
+        finally:
+            station.close()
+            svc.stop()
+            eng.dispose()
+
+
+def _port_open(port: int) -> bool:
+    from envcal.broker import port_open
+
+    return port_open("127.0.0.1", port)

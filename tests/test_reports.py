@@ -1,0 +1,88 @@
+import datetime as dt
+import io
+
+import pandas as pd
+import pytest
+import xarray as xr
+
+from envcal import reports
+from envcal.db import init_db, make_engine
+from envcal.ui.seed import seed_demo
+
+NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    eng = make_engine(f"sqlite:///{tmp_path_factory.mktemp('reports') / 'envcal.db'}")
+    init_db(eng)
+    seed_demo(eng, now=NOW, users=False)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def network(demo):
+    return reports.monthly_report(demo, 2026, 11, now=NOW)
+
+
+def test_reports_network_totals(network):
+    tot = network.totals
+    assert tot["checks"] == len(network.results) > 500
+    assert tot["checks"] == tot["pass"] + tot["warn"] + tot["fail"] + tot["invalid"]
+    assert tot["fail"] == len(network.failures) >= 3
+    assert network.coverage_rate == pytest.approx(6 / 8)
+    assert tot["ooc_hours"] > 0
+    assert int(network.daily[["pass", "warn", "fail", "invalid"]].to_numpy().sum()) == tot["checks"]
+    assert len(network.daily) == 30
+
+
+def test_reports_station_scope(demo, network):
+    rep = reports.monthly_report(demo, 2026, 11, "ZJ-JX-PP01", now=NOW)
+    assert set(rep.results["station"]) == {"ZJ-JX-PP01"}
+    assert list(rep.per_analyzer["analyzer"]) == ["JX-PP01-CEMS"]
+    assert rep.totals["fail"] == int((network.results["station"] == "ZJ-JX-PP01").mul(
+        network.results["verdict"] == "fail").sum())
+    assert rep.label == "2026-11_ZJ-JX-PP01"
+
+
+def test_reports_empty_month(demo):
+    rep = reports.monthly_report(demo, 2025, 1, now=NOW)
+    assert rep.totals["checks"] == 0
+    assert reports.report_pdf(rep, "en").startswith(b"%PDF")
+
+
+def test_reports_csv_roundtrip(network):
+    data = reports.report_csv(network)
+    assert data.startswith(b"\xef\xbb\xbf")  # BOM, for spreadsheet programs
+    df = pd.read_csv(io.BytesIO(data), encoding="utf-8-sig")
+    assert len(df) == len(network.results)
+    assert {"analyzer", "verdict", "material", "rule", "rule_status"} <= set(df.columns)
+    assert df["reason_zh"].str.contains("量程漂移").any()
+
+
+def test_reports_netcdf_data_and_flags(network, tmp_path):
+    p = tmp_path / "r.nc"
+    p.write_bytes(reports.report_netcdf(network))
+    with xr.open_dataset(p) as ds:
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert ds.sizes["result"] == len(network.results)
+        assert ds["verdict_flag"].attrs["flag_meanings"] == "pass warn fail invalid"
+        assert int((ds["verdict_flag"] == 2).sum()) == network.totals["fail"]
+        assert float(ds["out_of_control_hours"].sum()) == pytest.approx(network.totals["ooc_hours"])
+
+
+def test_reports_pdf_chinese_embeds_cjk_font(network):
+    if reports.cjk_font() is None:
+        pytest.skip("no CJK font installed (apt-get install fonts-droid-fallback)")
+    pdf = reports.report_pdf(network, "zh")
+    assert pdf.startswith(b"%PDF") and len(pdf) > 5000
+    assert b"DroidSans" in pdf or b"WenQuanYi" in pdf or b"Noto" in pdf
+
+
+def test_reports_pdf_without_cjk_font_falls_back_to_english(network, monkeypatch):
+    monkeypatch.setattr(reports, "CJK_FONTS", ())
+    monkeypatch.delenv("ENVCAL_CJK_FONT", raising=False)
+    pdf = reports.report_pdf(network, "zh")
+    assert pdf.startswith(b"%PDF")
+    assert b"DroidSans" not in pdf

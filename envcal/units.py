@@ -14,6 +14,7 @@ with V_m = 22.4 L/mol in the HJ formulas (HJ 75-2017, HJ 1045-2019 Appendix A) a
 from __future__ import annotations
 
 import re
+import tokenize
 from dataclasses import dataclass
 
 import pint
@@ -79,7 +80,7 @@ def parse_unit(unit: str) -> pint.Unit:
     try:
         return ureg.Unit(_normalize(unit))
     except (pint.errors.UndefinedUnitError, pint.errors.DefinitionSyntaxError, AttributeError,
-            TypeError, ValueError, AssertionError) as exc:
+            TypeError, ValueError, AssertionError, tokenize.TokenError, SyntaxError) as exc:
         raise UnitError(f"unknown unit {unit!r}: {exc}") from None
 
 

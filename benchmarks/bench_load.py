@@ -1,0 +1,179 @@
+"""Load figures: sustained ingest messages/s for 1, 2 and 4 ``envcal ingest --group G``
+worker processes against one Mosquitto, and the ingest process's memory over a soak.
+
+Honest about the machine: the workers, Mosquitto, the publisher and SQLite all share this
+machine's cores (``cpu_count`` is recorded in every row); with 2 cores, 4 workers cannot be
+faster than 2. Each worker is a real ``python -m envcal.cli ingest`` process (verification
+and alerts attached), sharing ``$share/G/envcal/+/+/data``; the database is one SQLite file
+(``ENVCAL_LOAD_DB`` may name a PostgreSQL URL instead).
+
+Soak: ``ENVCAL_SOAK_SECONDS`` (default 120, 20 with ``--quick``; 3600 for the 1-hour soak)
+of a steady stream; the RSS of the ingest process is sampled every 2 s and the row reports
+its least-squares slope [MB/h] over the second half (after warm-up).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import sqlalchemy as sa
+
+from benchmarks.common import row
+
+ROOT = Path(__file__).resolve().parents[1]
+STATIONS = ROOT / "stations"
+TOPIC = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"
+
+
+def _workers(broker, url: str, tmp: Path, n: int) -> list[subprocess.Popen]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    procs, logs = [], []
+    for i in range(n):
+        log = tmp / f"w{n}-{i}.log"
+        logs.append(log)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "envcal.cli", "ingest", "--broker", broker.url, "--db", url,
+             "--archive", str(tmp / "archive"), "--stations", str(STATIONS), "--group", "load",
+             "--client-id", f"load-{n}-{i}", "--log-level", "WARNING"],
+            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp))
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if all("subscribed" in lg.read_text(errors="replace") for lg in logs):
+            return procs
+        time.sleep(0.2)
+    for p in procs:
+        p.kill()
+    raise RuntimeError("ingest workers did not subscribe: " + logs[0].read_text(errors="replace")[-2000:])
+
+
+def _stop(procs) -> None:
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def _count(eng) -> int:
+    with eng.connect() as conn:
+        return conn.execute(sa.text("select count(*) from reading")).scalar_one()
+
+
+def _messages(n: int, start_seq: int, base: dt.datetime) -> list[bytes]:
+    return [json.dumps({"ts": (base + dt.timedelta(seconds=s)).isoformat(), "seq": s,
+                        "values": {"SO2": 10.0 + s % 7, "NOx": 20.0}}).encode()
+            for s in range(start_seq, start_seq + n)]
+
+
+def _publish(broker, msgs: list[bytes], rate: float | None = None) -> None:
+    import paho.mqtt.client as mqtt
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadpub-{os.getpid()}-{time.monotonic_ns()}",
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.connect(broker.host, broker.port)
+    c.loop_start()
+    t0 = time.monotonic()
+    infos = []
+    for i, m in enumerate(msgs):
+        infos.append(c.publish(TOPIC, m, qos=1))
+        if rate and i % 50 == 0:
+            lag = t0 + i / rate - time.monotonic()
+            if lag > 0:
+                time.sleep(lag)
+    for info in infos:
+        info.wait_for_publish(60)
+    c.disconnect()
+    c.loop_stop()
+
+
+def _setup(tmp: Path):
+    from envcal.broker import Mosquitto
+    from envcal.db import init_db, make_engine
+    from envcal.registry import load_registry, sync_registry
+
+    broker = Mosquitto(tmp / "mosquitto").start()
+    url = os.environ.get("ENVCAL_LOAD_DB") or f"sqlite:///{tmp / 'load.db'}"
+    eng = make_engine(url)
+    init_db(eng)
+    sync_registry(eng, load_registry(STATIONS))
+    with eng.begin() as conn:
+        conn.execute(sa.text("delete from reading"))
+    return broker, url, eng
+
+
+def _workers_row(n_workers: int, n_msgs: int) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker, url, eng = _setup(tmp)
+        procs = _workers(broker, url, tmp, n_workers)
+        try:
+            msgs = _messages(n_msgs, 1, dt.datetime.now(dt.UTC) - dt.timedelta(days=2))
+            t0 = time.perf_counter()
+            _publish(broker, msgs)
+            while _count(eng) < 2 * n_msgs:
+                if time.perf_counter() - t0 > 600:
+                    raise RuntimeError(f"only {_count(eng)} of {2 * n_msgs} rows after 600 s")
+                time.sleep(0.05)
+            elapsed = time.perf_counter() - t0
+        finally:
+            _stop(procs)
+            eng.dispose()
+            broker.stop()
+    rate = n_msgs / elapsed
+    return row(f"ingest_workers_{n_workers}", elapsed, None, None, messages=n_msgs, workers=n_workers,
+               msgs_per_s=round(rate, 1), cpu_count=os.cpu_count(),
+               db="sqlite" if not os.environ.get("ENVCAL_LOAD_DB") else "ENVCAL_LOAD_DB")
+
+
+def _soak_row(seconds: float, rate: float) -> dict:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker, url, eng = _setup(tmp)
+        (proc,) = _workers(broker, url, tmp, 1)
+        ps = psutil.Process(proc.pid)
+        samples: list[tuple[float, float]] = []
+        n_msgs = int(seconds * rate)
+        pub = threading.Thread(target=_publish, args=(broker, _messages(n_msgs, 1, dt.datetime.now(dt.UTC)
+                                                                         - dt.timedelta(days=3)), rate))
+        t0 = time.monotonic()
+        pub.start()
+        try:
+            while pub.is_alive():
+                samples.append((time.monotonic() - t0, ps.memory_info().rss / 2**20))
+                time.sleep(2.0)
+            pub.join()
+        finally:
+            _stop([proc])
+            eng.dispose()
+            broker.stop()
+    t = np.array([s[0] for s in samples])
+    rss = np.array([s[1] for s in samples])
+    half = t >= t[-1] / 2
+    slope = float(np.polyfit(t[half], rss[half], 1)[0] * 3600) if half.sum() >= 3 else float("nan")
+    return row("ingest_soak_memory", float(t[-1]), None, None, soak_s=round(float(t[-1]), 1),
+               rate_msgs_per_s=rate, rss_start_mb=round(float(rss[0]), 1),
+               rss_end_mb=round(float(rss[-1]), 1), rss_max_mb=round(float(rss.max()), 1),
+               rss_slope_mb_per_h_second_half=round(slope, 2), samples=len(samples),
+               cpu_count=os.cpu_count())
+
+
+def run(quick: bool) -> list[dict]:
+    n_msgs = 5_000 if quick else 30_000
+    rows = [_workers_row(n, n_msgs) for n in (1, 2, 4)]
+    soak = float(os.environ.get("ENVCAL_SOAK_SECONDS", "20" if quick else "120"))
+    rows.append(_soak_row(soak, rate=200.0))
+    return rows

@@ -171,9 +171,94 @@ def _soak_row(seconds: float, rate: float) -> dict:
                cpu_count=os.cpu_count())
 
 
+def _check_payloads(check_id: str, plateau: float, t0: dt.datetime) -> list[bytes]:
+    """A span check of SO2 (20 readings, 15 s apart) ending on a stable plateau."""
+    out = []
+    values = [plateau * (1 - 0.5 ** (i + 1)) for i in range(6)] + [plateau] * 14
+    for i, v in enumerate(values):
+        phase = "start" if i == 0 else ("end" if i == len(values) - 1 else "run")
+        out.append(json.dumps({
+            "ts": (t0 + dt.timedelta(seconds=15 * i)).isoformat(), "values": {"SO2": v},
+            "flags": {"SO2": "C"},
+            "check": {"id": check_id, "kind": "span", "material": "GBW(E)080123-2026-017",
+                      "phase": phase}}).encode())
+    return out
+
+
+def _latency_row(n_checks: int, rate: float) -> dict:
+    """Check end -> alert on MQTT, under a steady stream of readings (one process: ingest,
+    verification and alerts as ``envcal ingest`` runs them)."""
+    import queue
+
+    import paho.mqtt.client as mqtt
+
+    from envcal.certificates import import_certificate
+    from envcal.ingest import IngestService
+    from envcal.pipeline import attach
+    from envcal.registry import load_registry
+
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broker, url, eng = _setup(tmp)
+        for f in sorted((ROOT / "reference_materials" / "samples").glob("*.json")):
+            import_certificate(eng, f)
+        got: queue.Queue = queue.Queue()
+        sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-sub", protocol=mqtt.MQTTv5)
+        sub.on_message = lambda c, u, m: got.put(time.perf_counter())
+        sub.connect(broker.host, broker.port)
+        sub.subscribe("envcal/alerts/#", qos=1)
+        sub.loop_start()
+        svc = IngestService(broker.url, eng, load_registry(STATIONS), client_id="lat-ingest")
+        pipe = attach(svc, tick_seconds=5.0)
+        svc.start()
+        svc.ready.wait(30)
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        n_bg = int(rate * (n_checks * 3 + 10))
+        bg = threading.Thread(target=_publish, args=(broker, _messages(n_bg, 1, base - dt.timedelta(days=1)), rate),
+                              daemon=True)
+        bg.start()
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-pub", protocol=mqtt.MQTTv5)
+        pub.connect(broker.host, broker.port)
+        pub.loop_start()
+        lat: list[float] = []
+        try:
+            for i in range(n_checks):
+                # alternate a failing and a passing check: every failing one opens an alert,
+                # every passing one resolves it (so each failing check yields a new event)
+                for k, plateau in ((0, 166.0), (1, 160.0)):
+                    payloads = _check_payloads(f"CK-LAT-{i}-{k}", plateau,
+                                               base + dt.timedelta(hours=2 * i + k))
+                    for p in payloads[:-1]:
+                        pub.publish("envcal/ZJ-NB-PP02/NB-PP02-CEMS/data", p, qos=1)
+                    while not got.empty():
+                        got.get_nowait()
+                    t_end = time.perf_counter()
+                    pub.publish("envcal/ZJ-NB-PP02/NB-PP02-CEMS/data", payloads[-1], qos=1)
+                    try:
+                        t_alert = got.get(timeout=10)
+                        if k == 0:
+                            lat.append(t_alert - t_end)
+                    except queue.Empty:
+                        pass
+        finally:
+            pub.loop_stop()
+            svc.stop()
+            pipe.stop()
+            sub.loop_stop()
+            eng.dispose()
+            broker.stop()
+    a = np.array(lat)
+    p50 = float(np.percentile(a, 50)) if a.size else float("nan")
+    p99 = float(np.percentile(a, 99)) if a.size else float("nan")
+    return row("check_to_alert_latency", p50, None, None, p50_s=round(p50, 4), p99_s=round(p99, 4),
+               checks=n_checks, alerts_received=int(a.size), background_msgs_per_s=rate,
+               cpu_count=os.cpu_count())
+
+
 def run(quick: bool) -> list[dict]:
     n_msgs = 5_000 if quick else 30_000
     rows = [_workers_row(n, n_msgs) for n in (1, 2, 4)]
+    rows.append(_latency_row(5 if quick else 30, rate=300.0))
     soak = float(os.environ.get("ENVCAL_SOAK_SECONDS", "20" if quick else "120"))
     rows.append(_soak_row(soak, rate=200.0))
     return rows

@@ -126,6 +126,7 @@ class AlertConfig:
     roc_min_count: int = 3
     gap_min_missing: int = 10              # missing messages (seq gaps) in the window
     no_data_minutes: float = 60.0          # no reading for this long at data time [min]
+    #                                        (at least 3 x the analyzer's usual interval)
     falsify_limits: dict[str, float] = field(
         default_factory=lambda: {"SO2": 35.0, "NOx": 50.0, "dust": 10.0})  # [channel unit]
     falsify_near_fraction: float = 0.8
@@ -447,6 +448,13 @@ class AlertEngine:
                 self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
         self._lock = threading.RLock()
         self._dq_since: dt.datetime | None = None
+        # per channel: (tick time, episodes, episodes near limit, normal, normal near limit)
+        # of the last dq_window_h, so the falsification statistic sees a whole window even
+        # when ticks are short
+        self._falsify_hist: dict[tuple[str, str], list[tuple[dt.datetime, int, int, int, int]]] = {}
+        # usual interval between an analyzer's routine readings [s] (batch water analyzers
+        # report every 1-4 h: "no data" is judged against a multiple of it)
+        self._interval: dict[str, float] = {}
         self._peer_day: dt.date | None = None
         self.dispatcher: WebhookDispatcher | None = None
         if webhook_url:
@@ -775,6 +783,10 @@ class AlertEngine:
                 flat_s=cfg.flat_minutes * 60.0, spike_fraction=cfg.spike_fraction,
                 roc_fraction_per_min=cfg.roc_fraction_per_min,
                 near_fraction=cfg.falsify_near_fraction, context_s=cfg.falsify_context_minutes * 60.0)
+            for (a, _analyte), o0, o1 in zip(chans, offsets[:-1], offsets[1:], strict=True):
+                tn = t[o0:o1][fcls[o0:o1] == dq.FLAG_NORMAL]
+                if tn.size >= 3:
+                    self._interval[a] = max(float(np.median(np.diff(tn))), 0.0)
             for (a, x_), row in zip(chans, counts, strict=True):
                 if a not in self.registry.analyzers:
                     continue
@@ -788,9 +800,15 @@ class AlertEngine:
                     found["spike"] = {"readings": n["spike"]}
                 if n["rate_of_change"] >= cfg.roc_min_count:
                     found["rate_of_change"] = {"readings": n["rate_of_change"]}
-                if n["episodes"]:
-                    f = dq.falsification(n["episodes"], n["episodes_near_limit"], n["normal"],
-                                         n["normal_near_limit"], min_episodes=cfg.falsify_min_episodes,
+                hist = self._falsify_hist.setdefault((a, x_), [])
+                hist.append((now, n["episodes"], n["episodes_near_limit"], n["normal"],
+                             n["normal_near_limit"]))
+                keep_from = now - dt.timedelta(hours=cfg.dq_window_h)
+                hist[:] = [h for h in hist if h[0] > keep_from]
+                ep, ep_near, normal, normal_near = (sum(h[i] for h in hist) for i in range(1, 5))
+                if ep:
+                    f = dq.falsification(ep, ep_near, normal, normal_near,
+                                         min_episodes=cfg.falsify_min_episodes,
                                          alpha=cfg.falsify_alpha)
                     if f.flagged:
                         found["falsification"] = f.as_dict() | {
@@ -805,7 +823,8 @@ class AlertEngine:
             if t_last is None:
                 continue
             t_last = t_last if t_last.tzinfo else t_last.replace(tzinfo=dt.UTC)
-            if now - t_last > dt.timedelta(minutes=cfg.no_data_minutes):
+            allowed = max(cfg.no_data_minutes * 60.0, 3.0 * self._interval.get(a, 0.0))
+            if now - t_last > dt.timedelta(seconds=allowed):
                 issues.setdefault((a, None), {})["no_data"] = {"last_reading": _iso(t_last)}
         out = []
         window = {"from": _iso(since), "to": _iso(now)}

@@ -71,10 +71,30 @@ def _channel_tests_kernel(t, x, fcls, offsets, span, lo, hi, limit, t_from, flat
         for i in range(b - a):
             if fcls[a + i] != FLAG_NORMAL:
                 xn[i] = np.nan
-        step = _median_step(t, a, b)
-        run = int(flat_s[c] / step + 0.5)
         sp = span[c]
-        f_flat = kernels.flat_line(xn, flat_tol_frac * sp, run if run > 1 else 2, 0)
+        # flat line over the normal readings only: masked readings and QC-check sequences
+        # (15 s apart) must neither set the sampling step nor leave a window with a single
+        # finite value in it, which the kernel would call flat
+        nv = 0
+        for i in range(b - a):
+            if xn[i] == xn[i]:
+                nv += 1
+        iv = np.empty(nv, np.int64)
+        tv = np.empty(nv, np.float64)
+        xv = np.empty(nv, np.float64)
+        k = 0
+        for i in range(b - a):
+            if xn[i] == xn[i]:
+                iv[k] = i
+                tv[k] = tc[i]
+                xv[k] = xn[i]
+                k += 1
+        step = _median_step(tv, 0, nv)
+        run = int(flat_s[c] / step + 0.5)
+        fv = kernels.flat_line(xv, flat_tol_frac * sp, run if run > 1 else 2, 0)
+        f_flat = np.full(b - a, 9, np.uint8)
+        for k in range(nv):
+            f_flat[iv[k]] = fv[k]
         f_rng = kernels.out_of_range(xn, lo[c], hi[c], -np.inf, np.inf)
         f_spk = kernels.spike(xn, spike_frac * sp, np.inf)
         f_roc = kernels.rate_of_change(tc, xn, roc_frac_per_s * sp, np.inf)

@@ -604,7 +604,13 @@ class Simulator:
         names = [c.analyte for c in a.spec.channels]
         gases = [n for n in names if n in ("SO2", "NOx", "NO", "NO2", "CO", "O3", "O2")]
         if a.category in ("cems", "gas") or pack in ("hj75_2017", "hj818_2018", "cfr40_75", "cfr40_60f"):
-            return [(1.0, k, n) for n in gases for k in ("zero", "span")]
+            plan = [(1.0, k, n) for n in gases for k in ("zero", "span")]
+            if a.category == "cems":
+                # HJ 75-2017 daily QA also covers the particulate CEMS (zero and span) and
+                # the flow-velocity CMS (zero); the span needs a reference (else a note)
+                plan += [(1.0, k, n) for n, kinds in (("dust", ("zero", "span")), ("velocity", ("zero",)))
+                         if n in names for k in kinds]
+            return plan
         if a.category in ("sw", "ww") or pack in ("hj355_2019", "hj915_2017"):
             return [(1.0, "std_sample", n) for n in names
                     if n in ("CODcr", "NH3-N", "TP", "TN", "pH")]

@@ -25,6 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     rows: list[dict] = []
     failed = 0
+    # a partial run (-k) updates its own rows and keeps the others of the last full run
+    try:
+        kept = json.loads(OUT.read_text()) if args.k else []
+    except (OSError, ValueError):
+        kept = []
     for mod in sorted(pkgutil.iter_modules(benchmarks.__path__), key=lambda m: m.name):
         if not mod.name.startswith("bench_") or args.k not in mod.name:
             continue
@@ -35,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
             failed += 1
             traceback.print_exc()
             rows.append({"name": mod.name, "error": traceback.format_exc(limit=1)})
-        OUT.write_text(json.dumps(rows, indent=2))
+        names = {r["name"] for r in rows}
+        OUT.write_text(json.dumps([r for r in kept if r.get("name") not in names] + rows, indent=2))
     table = Table(title="envcal benchmarks (speedup = baseline_s / envcal_s)")
     for col in ("name", "envcal_s", "baseline", "baseline_s", "speedup"):
         table.add_column(col)

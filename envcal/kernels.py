@@ -103,16 +103,16 @@ _NAN = np.nan
 # =========================================================================================
 @njit(cache=True)
 def _block_len(window):
-    return window * max(1, 256 // window)
+    return window * max(1, 1024 // window)
 
 
 @njit(cache=True, error_model="numpy")
 def _rolling_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_buf):
-    # One block x[b : b+blk] (blk a multiple of window, ~256 samples): sums of d = x - K
-    # over the trailing window, with the anchor K and the sums re-made from scratch for
-    # every block, so rounding never accumulates over more than one block, large offsets
-    # cancel before squaring, and blocks are independent (parallel and serial runs give
-    # identical bits).
+    # General (NaN-aware) path for one block x[b : b+blk] (blk a multiple of window, ~1024
+    # samples): sums of d = x - K over the trailing window, with the anchor K and the sums
+    # re-made from scratch for every block, so rounding never accumulates over more than one
+    # block, large offsets cancel before squaring, and blocks are independent (parallel and
+    # serial runs give identical bits).
     n = x.shape[0]
     e = min(b + blk, n)
     k_anchor = 0.0
@@ -168,6 +168,71 @@ def _rolling_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_bu
         so[i] = np.sqrt(var) if ok2 else _NAN
 
 
+@njit(cache=True, error_model="numpy")
+def _rolling_block_dense(x, b, e, window, inv_w, inv_wd, mean_out, std_out):
+    # Fast path for a block whose window is always full (b >= window): no masks, no count,
+    # two samples per step on the dependency chain (the in-minus-out terms of a pair are
+    # summed off the chain), and multiplications by 1/window and 1/(window - ddof) instead of
+    # divisions. Any NaN/inf in x[b-window : e] leaves the final sums non-finite: then the
+    # caller redoes the block with the NaN-aware :func:`_rolling_block` (returns False).
+    k = np.float64(x[b])
+    xs = x[b - window:b]
+    s1 = 0.0
+    s2 = 0.0
+    for j in range(window):
+        d = np.float64(xs[j]) - k
+        s1 += d
+        s2 += d * d
+    xi = x[b:e]
+    xo = x[b - window:e - window]
+    mo = mean_out[b:e]
+    so = std_out[b:e]
+    m = e - b
+    m2 = m - (m & 1)
+    for j in range(0, m2, 2):
+        di0 = np.float64(xi[j]) - k
+        do0 = np.float64(xo[j]) - k
+        di1 = np.float64(xi[j + 1]) - k
+        do1 = np.float64(xo[j + 1]) - k
+        p1 = di0 - do0
+        p2 = di0 * di0 - do0 * do0
+        q1 = p1 + (di1 - do1)
+        q2 = p2 + (di1 * di1 - do1 * do1)
+        mo[j] = s1 + p1
+        so[j] = s2 + p2
+        s1 += q1
+        s2 += q2
+        mo[j + 1] = s1
+        so[j + 1] = s2
+    if m2 < m:
+        di = np.float64(xi[m2]) - k
+        do = np.float64(xo[m2]) - k
+        s1 += di - do
+        s2 += di * di - do * do
+        mo[m2] = s1
+        so[m2] = s2
+    if not (s1 - s1 == 0.0 and s2 - s2 == 0.0):
+        return False
+    for j in range(m):
+        a1 = mo[j]
+        mm = a1 * inv_w
+        var = (so[j] - a1 * mm) * inv_wd
+        mo[j] = k + mm
+        so[j] = np.sqrt(max(var, 0.0))
+    return True
+
+
+@njit(cache=True)
+def _rolling_one_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_buf):
+    e = min(b + blk, x.shape[0])
+    if b >= window and window > ddof and min_count <= window:
+        inv_w = 1.0 / np.float64(window)
+        inv_wd = 1.0 / np.float64(window - ddof)
+        if _rolling_block_dense(x, b, e, window, inv_w, inv_wd, mean_out, std_out):
+            return
+    _rolling_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_buf)
+
+
 @njit(cache=True)
 def _rolling_serial(x, window, min_count, ddof, mean_out, std_out):
     if window < 1:
@@ -175,7 +240,7 @@ def _rolling_serial(x, window, min_count, ddof, mean_out, std_out):
     blk = _block_len(window)
     cnt_buf = np.empty(blk, np.float64)
     for b in range(0, x.shape[0], blk):
-        _rolling_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_buf)
+        _rolling_one_block(x, b, blk, window, min_count, ddof, mean_out, std_out, cnt_buf)
 
 
 @njit(cache=True, parallel=True)
@@ -185,14 +250,16 @@ def _rolling_parallel(x, window, min_count, ddof, mean_out, std_out):
     n = x.shape[0]
     blk = _block_len(window)
     nblocks = (n + blk - 1) // blk
-    nchunks = min(nblocks, 64)
+    # many small chunks handed out dynamically (chunk size 1, set by the caller): a core
+    # that is busy elsewhere slows the run down by its share only
+    nchunks = min(nblocks, 256)
     for c in prange(nchunks):
         cnt_buf = np.empty(blk, np.float64)
         lo = nblocks * c // nchunks
         hi = nblocks * (c + 1) // nchunks
         for bi in range(lo, hi):
-            _rolling_block(x, bi * blk, blk, window, min_count, ddof, mean_out, std_out,
-                           cnt_buf)
+            _rolling_one_block(x, bi * blk, blk, window, min_count, ddof, mean_out, std_out,
+                               cnt_buf)
 
 
 def rolling_mean_std(x: np.ndarray, window: int, min_count: int = 1, ddof: int = 1
@@ -219,10 +286,14 @@ def rolling_mean_std(x: np.ndarray, window: int, min_count: int = 1, ddof: int =
     Notes
     -----
     Jitted kernels: ``_rolling_serial`` / ``_rolling_parallel`` (blocks are independent, so
-    both give identical bits). Sums of deviations from an anchor value re-chosen every
-    block of about 256 samples (shifted-data algorithm, Chan, Golub & LeVeque 1983),
-    accumulated in float64. Where the true std is ~0 inside data of range D the absolute
-    error is about 3e-7 D (as for any add/remove algorithm).
+    both give identical bits; the parallel one hands blocks out dynamically). Sums of
+    deviations from an anchor value re-chosen every block of about 1024 samples
+    (shifted-data algorithm, Chan, Golub & LeVeque 1983), accumulated in float64. A block
+    whose window is always full takes a branch-free path (two samples per step on the
+    dependency chain, multiplications by 1/window and 1/(window - ddof) instead of
+    divisions); a NaN/inf leaves its sums non-finite and the block is redone by the NaN-aware
+    path. Where the true std is ~0 inside data of range D the absolute error is about
+    3e-7 D (as for any add/remove algorithm).
 
     References
     ----------
@@ -240,7 +311,8 @@ def rolling_mean_std(x: np.ndarray, window: int, min_count: int = 1, ddof: int =
     # a Python-level dispatcher: the parallel kernel called from inside another jitted
     # function ran 2.5x slower (measured), so allocation and dispatch stay here.
     if n >= 1 << 16:
-        _rolling_parallel(x, int(window), int(min_count), int(ddof), mean, std)
+        with numba.parallel_chunksize(1):
+            _rolling_parallel(x, int(window), int(min_count), int(ddof), mean, std)
     else:
         _rolling_serial(x, int(window), int(min_count), int(ddof), mean, std)
     return mean, std
@@ -809,13 +881,18 @@ def drift_slope(t, y):
     return slope, se, intercept, c
 
 
-@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+_FASTMATH_SUMS = {"reassoc", "contract", "nsz", "arcp"}
+
+
+@njit(cache=True, fastmath=_FASTMATH_SUMS)
 def _row_sums(tc, st_all, stt_all, row):
-    # One pass over the row with 4 accumulators (masks, not branches, so LLVM vectorises);
-    # the sums of t over all columns are precomputed, and only a row with gaps takes a
-    # second pass to subtract the t sums of its gaps. float64 accumulation throughout.
+    # NaN-aware pass over one row (masks, not branches, so LLVM vectorises; unsigned indices
+    # so it needs no negative-index wrap-around); the sums of t over all columns are
+    # precomputed, and only a row with gaps takes a second pass to subtract the t sums of
+    # its gaps. float64 accumulation throughout.
+    p = np.uint64(row.shape[0])
     k = 0.0
-    for j in range(row.shape[0]):
+    for j in range(p):
         v = np.float64(row[j])
         if v - v == 0.0:
             k = v
@@ -824,7 +901,7 @@ def _row_sums(tc, st_all, stt_all, row):
     sy = 0.0
     sty = 0.0
     syy = 0.0
-    for j in range(row.shape[0]):
+    for j in range(p):
         v = np.float64(row[j])
         ok = v - v == 0.0
         d = v - k if ok else 0.0
@@ -836,13 +913,86 @@ def _row_sums(tc, st_all, stt_all, row):
     st = st_all
     stt = stt_all
     if nbad > 0.0:
-        for j in range(row.shape[0]):
+        for j in range(p):
             v = np.float64(row[j])
             a = tc[j]
             if not v - v == 0.0:
                 st -= a
                 stt -= a * a
     return n, st, stt, sy, sty, syy, k
+
+
+@njit(cache=True, fastmath=_FASTMATH_SUMS)
+def _quad_sums_tc(tc, r0, r1, r2, r3, k, out):
+    # Branch-free pass over four rows at once: each tc[j] load serves four rows, and the rows
+    # give independent dependency chains; float32 samples are widened in-register. A NaN/inf
+    # anywhere in a row leaves that row's sums non-finite (the caller then redoes the row
+    # with :func:`_row_sums`). out[3q : 3q+3] = Σd, Σ tc d, Σd² of row q, d = y - k[q].
+    a0 = b0 = c0 = a1 = b1 = c1 = a2 = b2 = c2 = a3 = b3 = c3 = 0.0
+    k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+    for j in range(np.uint64(r0.shape[0])):
+        t = tc[j]
+        d0 = np.float64(r0[j]) - k0
+        d1 = np.float64(r1[j]) - k1
+        d2 = np.float64(r2[j]) - k2
+        d3 = np.float64(r3[j]) - k3
+        a0 += d0
+        b0 += t * d0
+        c0 += d0 * d0
+        a1 += d1
+        b1 += t * d1
+        c1 += d1 * d1
+        a2 += d2
+        b2 += t * d2
+        c2 += d2 * d2
+        a3 += d3
+        b3 += t * d3
+        c3 += d3 * d3
+    out[0], out[1], out[2] = a0, b0, c0
+    out[3], out[4], out[5] = a1, b1, c1
+    out[6], out[7], out[8] = a2, b2, c2
+    out[9], out[10], out[11] = a3, b3, c3
+
+
+@njit(cache=True, fastmath=_FASTMATH_SUMS)
+def _quad_sums_lin(r0, r1, r2, r3, k, out):
+    # As :func:`_quad_sums_tc` for equally spaced times, without reading t: the column index
+    # j (exact in float64) is generated in-register and out[3q+1] = Σ j d.
+    a0 = b0 = c0 = a1 = b1 = c1 = a2 = b2 = c2 = a3 = b3 = c3 = 0.0
+    k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
+    jf = 0.0
+    for j in range(np.uint64(r0.shape[0])):
+        t = jf
+        jf += 1.0
+        d0 = np.float64(r0[j]) - k0
+        d1 = np.float64(r1[j]) - k1
+        d2 = np.float64(r2[j]) - k2
+        d3 = np.float64(r3[j]) - k3
+        a0 += d0
+        b0 += t * d0
+        c0 += d0 * d0
+        a1 += d1
+        b1 += t * d1
+        c1 += d1 * d1
+        a2 += d2
+        b2 += t * d2
+        c2 += d2 * d2
+        a3 += d3
+        b3 += t * d3
+        c3 += d3 * d3
+    out[0], out[1], out[2] = a0, b0, c0
+    out[3], out[4], out[5] = a1, b1, c1
+    out[6], out[7], out[8] = a2, b2, c2
+    out[9], out[10], out[11] = a3, b3, c3
+
+
+@njit(cache=True)
+def _first_finite(row):
+    for j in range(row.shape[0]):
+        v = np.float64(row[j])
+        if v - v == 0.0:
+            return v
+    return 0.0
 
 
 @njit(cache=True)
@@ -865,6 +1015,17 @@ def _finish_rows(n, st, stt, sy, sty, syy, k, tshift):
     return slope, se, intercept
 
 
+@njit(cache=True)
+def _finish_one_row(tc, st_all, stt_all, row, k, sy, sty, syy, tshift, slope, se, icpt, n, i):
+    p = np.float64(row.shape[0])
+    if sy - sy == 0.0 and sty - sty == 0.0 and syy - syy == 0.0:
+        nn, st, stt = p, st_all, stt_all
+    else:  # a gap (or inf) in the row: the NaN-aware pass
+        nn, st, stt, sy, sty, syy, k = _row_sums(tc, st_all, stt_all, row)
+    slope[i], se[i], icpt[i] = _finish_rows(nn, st, stt, sy, sty, syy, k, tshift)
+    n[i] = np.int64(nn)
+
+
 @njit(cache=True, parallel=True)
 def _drift_rows_kernel(t, y2d):
     r = y2d.shape[0]
@@ -880,19 +1041,47 @@ def _drift_rows_kernel(t, y2d):
     tc = np.empty(p, np.float64)
     st_all = 0.0
     stt_all = 0.0
+    tmax = 0.0
     for j in range(p):
         a = np.float64(t[j]) - tshift
         tc[j] = a
         st_all += a
         stt_all += a * a
+        tmax = max(tmax, abs(np.float64(t[j])))
+    # equally spaced times (to the rounding of t): tc[j] = t0 + dt j, and Σ tc d is formed
+    # as t0 Σd + dt Σ j d without reading tc (the dense pass then reads Y only)
+    t0 = tc[0] if p > 0 else 0.0
+    dt = (tc[p - 1] - tc[0]) / (p - 1) if p > 1 else 0.0
+    lin = p > 1
+    tol = 4.0 * np.finfo(np.float64).eps * tmax
+    for j in range(p):
+        if abs(tc[j] - (t0 + dt * j)) > tol:
+            lin = False
+            break
     slope = np.empty(r, np.float64)
     se = np.empty(r, np.float64)
     icpt = np.empty(r, np.float64)
     n = np.empty(r, np.int64)
-    for i in prange(r):
-        nn, st, stt, sy, sty, syy, k = _row_sums(tc, st_all, stt_all, y2d[i])
-        slope[i], se[i], icpt[i] = _finish_rows(nn, st, stt, sy, sty, syy, k, tshift)
-        n[i] = np.int64(nn)
+    for h in prange((r + 3) // 4):
+        out = np.empty(12, np.float64)
+        kk = np.empty(4, np.float64)
+        idx = np.empty(4, np.int64)
+        for q in range(4):
+            idx[q] = min(4 * h + q, r - 1)  # a short last group repeats its last row
+            kk[q] = _first_finite(y2d[idx[q]])
+        if lin:
+            _quad_sums_lin(y2d[idx[0]], y2d[idx[1]], y2d[idx[2]], y2d[idx[3]], kk, out)
+        else:
+            _quad_sums_tc(tc, y2d[idx[0]], y2d[idx[1]], y2d[idx[2]], y2d[idx[3]], kk, out)
+        for q in range(4):
+            if q > 0 and idx[q] == idx[q - 1]:
+                break
+            sy = out[3 * q]
+            sty = out[3 * q + 1]
+            if lin:
+                sty = t0 * sy + dt * sty
+            _finish_one_row(tc, st_all, stt_all, y2d[idx[q]], kk[q], sy, sty, out[3 * q + 2],
+                            tshift, slope, se, icpt, n, idx[q])
     return slope, se, icpt, n
 
 
@@ -916,7 +1105,11 @@ def drift_slope_rows(t: np.ndarray, Y: np.ndarray):
     Notes
     -----
     Single pass with t centred on its mean and each row shifted by its first finite value,
-    float64 accumulation, rows processed in parallel (independent, so deterministic).
+    float64 accumulation, rows processed in parallel (independent, so deterministic). Four
+    rows are read together in a branch-free, vectorised pass (each t load serves four rows;
+    for equally spaced t, to the rounding of t, t is not read at all: Σ t d = t0 Σ d +
+    dt Σ j d); a row whose sums come out non-finite (a gap or an inf) is redone by a
+    NaN-aware pass, so rows with gaps cost two passes.
 
     References
     ----------
@@ -931,7 +1124,8 @@ def drift_slope_rows(t: np.ndarray, Y: np.ndarray):
         raise ValueError(f"Y {Y.shape} must be 2-D with as many columns as t {t.shape}")
     if not np.isfinite(t).all():
         raise ValueError("t must be finite (gaps are NaN in Y)")
-    return _drift_rows_kernel(t, Y)
+    with numba.parallel_chunksize(1):
+        return _drift_rows_kernel(t, Y)
 
 
 @njit(cache=True)

@@ -553,3 +553,42 @@ def test_gufuncs_under_xarray_and_dask():
     for i in range(6):
         ref = K.drift_slope(t.values, data[i])
         assert slope[i] == ref[0] and nn[i] == ref[3]
+
+
+# --------------------------------------------------------------------------- fast paths
+@pytest.mark.parametrize("window", [1, 2, 7, 60, 1500])
+def test_rolling_mean_std_dense_and_gap_blocks_match_reference(window):
+    # long enough for the NaN-free fast path (blocks after the first window) and for the
+    # NaN-aware fallback (blocks holding a gap or an inf), serial and parallel
+    rng = np.random.default_rng(11)
+    x = 500.0 + rng.normal(0.0, 2.0, 70_000)
+    x[[5_000, 5_001, 30_000]] = np.nan
+    x[50_000] = np.inf
+    m, s = K.rolling_mean_std(x, window)
+    mr, sr = R.rolling_mean_std(x, window, 1, 1)
+    _same(m, mr, rtol=1e-12, atol=1e-9)
+    _same(s, sr, rtol=1e-7, atol=1e-9)
+    ms, ss = np.empty_like(x), np.empty_like(x)
+    K._rolling_serial(x, window, 1, 1, ms, ss)
+    assert np.array_equal(m, ms, equal_nan=True) and np.array_equal(s, ss, equal_nan=True)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8])
+@pytest.mark.parametrize("uniform", [True, False])
+def test_drift_slope_rows_groups_gaps_and_time_grids(rows, uniform):
+    # row counts not a multiple of the 4-row group, equally spaced t (t-free pass) and
+    # irregular t, a row with a gap and a row of NaN (NaN-aware fallback)
+    rng = np.random.default_rng(rows)
+    p = 3_000
+    t = 19_000.0 + np.arange(p) * 0.25
+    if not uniform:
+        t = t + np.sort(rng.uniform(0.0, 0.2, p))
+    Y = 5.0 + 0.01 * (t - t[0])[None, :] + rng.normal(0.0, 0.3, (rows, p))
+    if rows > 1:
+        Y[1, 17] = np.nan
+    if rows > 2:
+        Y[2] = np.nan
+    slope, se, icpt, n = K.drift_slope_rows(t, Y)
+    for i in range(rows):
+        ref = R.drift_slope(t, Y[i])
+        _same([slope[i], se[i], icpt[i], n[i]], ref, rtol=1e-9, atol=1e-12)

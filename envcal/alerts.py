@@ -130,6 +130,7 @@ class AlertConfig:
     falsify_limits: dict[str, float] = field(
         default_factory=lambda: {"SO2": 35.0, "NOx": 50.0, "dust": 10.0})  # [channel unit]
     falsify_near_fraction: float = 0.8
+    check_settle_minutes: float = 30.0     # C/M readings this close to a QC check belong to it [min]
     falsify_context_minutes: float = 10.0
     falsify_min_episodes: int = 3
     falsify_alpha: float = 1e-3
@@ -451,7 +452,7 @@ class AlertEngine:
         # per channel: (tick time, episodes, episodes near limit, normal, normal near limit)
         # of the last dq_window_h, so the falsification statistic sees a whole window even
         # when ticks are short
-        self._falsify_hist: dict[tuple[str, str], list[tuple[dt.datetime, int, int, int, int]]] = {}
+        self._falsify_hist: dict[tuple[str, str], list[tuple]] = {}
         # usual interval between an analyzer's routine readings [s] (batch water analyzers
         # report every 1-4 h: "no data" is judged against a multiple of it)
         self._interval: dict[str, float] = {}
@@ -761,12 +762,21 @@ class AlertEngine:
             x = np.array([np.nan if v is None else v for v in cols[3]], dtype=np.float64)
             flags = np.array(cols[4], dtype=object)
             in_check = np.array([c is not None for c in cols[5]])
-            fcls = np.full(len(rows), dq.FLAG_OTHER, np.int8)
-            fcls[(flags == "N") & ~in_check] = dq.FLAG_NORMAL
-            fcls[np.isin(flags, ["C", "M"]) & ~in_check] = dq.FLAG_MASKED
             key = np.char.add(aid.astype(str), np.char.add("\x1f", ana.astype(str)))
             change = np.nonzero(key[1:] != key[:-1])[0] + 1
             offsets = np.concatenate([[0], change, [len(rows)]]).astype(np.int64)
+            # C/M readings next to a recorded QC check (the analyzer purging the check gas
+            # or settling) are part of the check, not a pattern of hiding exceedances
+            near_check = np.zeros(len(rows), bool)
+            win = cfg.check_settle_minutes * 60.0
+            for o0, o1 in zip(offsets[:-1], offsets[1:], strict=True):
+                tt, ic = t[o0:o1], in_check[o0:o1]
+                last = np.maximum.accumulate(np.where(ic, tt, -np.inf))
+                nxt = np.minimum.accumulate(np.where(ic, tt, np.inf)[::-1])[::-1]
+                near_check[o0:o1] = ((tt - last) <= win) | ((nxt - tt) <= win)
+            fcls = np.full(len(rows), dq.FLAG_OTHER, np.int8)
+            fcls[(flags == "N") & ~in_check] = dq.FLAG_NORMAL
+            fcls[np.isin(flags, ["C", "M"]) & ~in_check & ~near_check] = dq.FLAG_MASKED
             chans = [(aid[o], ana[o]) for o in offsets[:-1]]
             span, lo, hi, lim = [], [], [], []
             for a, x_ in chans:
@@ -802,14 +812,20 @@ class AlertEngine:
                     found["rate_of_change"] = {"readings": n["rate_of_change"]}
                 hist = self._falsify_hist.setdefault((a, x_), [])
                 hist.append((now, n["episodes"], n["episodes_near_limit"], n["normal"],
-                             n["normal_near_limit"]))
+                             n["normal_near_limit"], n["masked_above_limit"], n["masked"],
+                             n["normal_above_limit"]))
                 keep_from = now - dt.timedelta(hours=cfg.dq_window_h)
                 hist[:] = [h for h in hist if h[0] > keep_from]
-                ep, ep_near, normal, normal_near = (sum(h[i] for h in hist) for i in range(1, 5))
-                if ep:
+                (ep, ep_near, normal, normal_near, m_above, masked,
+                 n_above) = (sum(h[i] for h in hist) for i in range(1, 8))
+                if ep or m_above:
                     f = dq.falsification(ep, ep_near, normal, normal_near,
                                          min_episodes=cfg.falsify_min_episodes,
                                          alpha=cfg.falsify_alpha)
+                    if not f.flagged:
+                        f = dq.masked_exceedance(m_above, masked, n_above, normal,
+                                                 min_readings=cfg.falsify_min_episodes,
+                                                 alpha=cfg.falsify_alpha)
                     if f.flagged:
                         found["falsification"] = f.as_dict() | {
                             "limit": cfg.falsify_limits.get(x_), "masked_above_limit": n["masked_above_limit"]}

@@ -19,6 +19,13 @@ set independently of the level, an episode would be near the limit with probabil
 pattern is reported when ``K >= min_episodes`` and the binomial tail
 ``P(X >= K | E, max(q0, q_floor)) < alpha``.
 
+Where flagged readings still carry their values, a second, sharper test looks at the
+readings above the limit: if flags were independent of the level, each of the ``N`` readings
+above the limit would be flagged with the probability ``f`` that any valued reading is
+flagged; the pattern is reported when at least ``min_episodes`` of them are flagged and the
+binomial tail ``P(X >= K_above | N, max(f, q_floor)) < alpha``
+(:func:`masked_exceedance`).
+
 References
 ----------
 IOOS QARTOD manuals (flat line, gross range, spike, rate of change tests);
@@ -42,7 +49,8 @@ FLAG_OTHER = 2   # anything else (F, S, D, T, B, readings of a QC check)
 
 #: columns of the counts returned by :func:`channel_tests`
 COLUMNS = ("n", "flat_line", "out_of_range", "spike", "rate_of_change", "episodes",
-           "episodes_near_limit", "normal", "normal_near_limit", "masked_above_limit")
+           "episodes_near_limit", "normal", "normal_near_limit", "masked_above_limit",
+           "masked", "normal_above_limit")
 
 
 @njit(cache=True)
@@ -60,7 +68,7 @@ def _median_step(t, a, b):
 def _channel_tests_kernel(t, x, fcls, offsets, span, lo, hi, limit, t_from, flat_tol_frac,
                           flat_s, spike_frac, roc_frac_per_s, near_frac, context_s):
     nch = offsets.shape[0] - 1
-    out = np.zeros((nch, 10), np.int64)
+    out = np.zeros((nch, 12), np.int64)
     for c in range(nch):
         a = offsets[c]
         b = offsets[c + 1]
@@ -116,8 +124,12 @@ def _channel_tests_kernel(t, x, fcls, offsets, span, lo, hi, limit, t_from, flat
                 out[c, 7] += 1
                 if lim == lim and xn[i] >= near:
                     out[c, 8] += 1
-            if fcls[a + i] == FLAG_MASKED and lim == lim and x[a + i] > lim:
-                out[c, 9] += 1
+                if lim == lim and xn[i] > lim:
+                    out[c, 11] += 1
+            if fcls[a + i] == FLAG_MASKED and x[a + i] == x[a + i]:
+                out[c, 10] += 1
+                if lim == lim and x[a + i] > lim:
+                    out[c, 9] += 1
         if not lim == lim:
             continue
         i = 0
@@ -217,10 +229,16 @@ class FalsificationTest:
     q0: float
     p_value: float
     flagged: bool
+    test: str = "episodes_near_limit"  # or "masked_above_limit" (see masked_exceedance)
 
     def as_dict(self) -> dict:
-        return {"episodes": self.episodes, "episodes_near_limit": self.near_limit,
-                "p0": self.p0, "q0": self.q0, "p_value": self.p_value}
+        if self.test == "masked_above_limit":
+            return {"test": self.test, "readings_above_limit": self.episodes,
+                    "flagged_above_limit": self.near_limit, "p0": self.p0, "q0": self.q0,
+                    "p_value": self.p_value}
+        return {"test": self.test, "episodes": self.episodes,
+                "episodes_near_limit": self.near_limit, "p0": self.p0, "q0": self.q0,
+                "p_value": self.p_value}
 
 
 def falsification(episodes: int, near_limit: int, normal: int, normal_near: int, *,
@@ -253,6 +271,48 @@ def falsification(episodes: int, near_limit: int, normal: int, normal_near: int,
     p = float(binom.sf(near_limit - 1, episodes, q0)) if episodes else 1.0
     flagged = near_limit >= min_episodes and p < alpha
     return FalsificationTest(int(episodes), int(near_limit), float(p0), float(q0), p, bool(flagged))
+
+
+def masked_exceedance(masked_above: int, masked: int, normal_above: int, normal: int, *,
+                      min_readings: int = 3, alpha: float = 1e-3,
+                      q_floor: float = 0.02) -> FalsificationTest:
+    """Judge whether readings above the limit are flagged C/M more often than chance.
+
+    Parameters
+    ----------
+    masked_above, masked : int
+        Flagged (C/M, outside QC checks) readings with a value above the limit, and all
+        flagged readings with a value.
+    normal_above, normal : int
+        Unflagged readings above the limit, and all unflagged readings with a value.
+    min_readings : int
+        Fewest flagged readings above the limit reported.
+    alpha : float
+        Significance of the binomial tail [-].
+    q_floor : float
+        Lower bound of the chance probability [-].
+
+    Returns
+    -------
+    FalsificationTest
+        ``episodes`` = readings above the limit, ``near_limit`` = those flagged, ``p0`` the
+        flagged share of all valued readings, ``q0`` = max(p0, q_floor).
+
+    References
+    ----------
+    HJ 212-2017 Table 8 (C, M flags); HJ 75-2017 (data marked during calibration and
+    maintenance are excluded from compliance evaluation).
+    """
+    from scipy.stats import binom
+
+    n_above = masked_above + normal_above
+    total = masked + normal
+    p0 = masked / total if total else 0.0
+    q0 = max(p0, q_floor)
+    p = float(binom.sf(masked_above - 1, n_above, q0)) if n_above else 1.0
+    flagged = masked_above >= min_readings and p < alpha
+    return FalsificationTest(int(n_above), int(masked_above), float(p0), float(q0), p,
+                             bool(flagged), "masked_above_limit")
 
 
 def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:

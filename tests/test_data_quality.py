@@ -74,6 +74,38 @@ def test_falsification_pattern_detected_and_clean_flags_ignored():
     assert not dq.falsification(got["episodes"], 0, got["normal"], got["normal_near_limit"]).flagged
 
 
+def test_masked_exceedance_when_flagged_values_are_above_the_limit():
+    """A plant running close to its 50 mg/m3 NOx limit (unflagged readings often >= 40, so the
+    episode-neighbour test has no power), whose exceedances are flagged M with their values
+    kept. 1,440 readings: 1,340 unflagged (none above 50), 100 flagged, 80 of those > 50.
+    With flags independent of the level each reading above the limit is flagged with
+    p0 = 100/1440 = 0.069; all 80 of 80 flagged: tail 0.069^80 << 1e-3 -> reported."""
+    rng = np.random.default_rng(5)
+    n = 1440
+    x = np.clip(44 + rng.normal(0, 2.5, n), 0, 49.9)
+    fcls = np.zeros(n, np.int8)
+    for k in range(4):
+        c = 150 + k * 330
+        fcls[c:c + 25] = dq.FLAG_MASKED
+        x[c:c + 20] = 60 + rng.normal(0, 3, 20)  # the flagged exceedance
+    got = _one(x, fcls, limit=50.0)
+    assert got["masked"] == 100 and got["masked_above_limit"] == 80
+    assert got["normal_above_limit"] == 0 and got["normal"] == 1340
+    f = dq.masked_exceedance(got["masked_above_limit"], got["masked"],
+                             got["normal_above_limit"], got["normal"])
+    assert f.flagged and f.p_value < 1e-30 and f.test == "masked_above_limit"
+    assert f.as_dict()["flagged_above_limit"] == 80
+    # maintenance flags at random times on the same plant: readings above the limit are as
+    # often flagged as any reading -> not reported
+    y = 44 + rng.normal(0, 4, n)
+    g = np.zeros(n, np.int8)
+    g[rng.choice(n, 100, replace=False)] = dq.FLAG_MASKED
+    got = _one(y, g, limit=50.0)
+    assert got["normal_above_limit"] > 0
+    assert not dq.masked_exceedance(got["masked_above_limit"], got["masked"],
+                                    got["normal_above_limit"], got["normal"]).flagged
+
+
 def test_falsification_boundaries():
     # K below min_episodes never flags, whatever the p-value
     assert not dq.falsification(2, 2, 1000, 0, min_episodes=3).flagged

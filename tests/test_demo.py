@@ -88,8 +88,7 @@ def _no_material_channels() -> set[tuple[str, str]]:
 def test_demo_each_fault_raises_its_alert_and_clean_analyzers_none(demo_run):
     summary, _, workdir = demo_run
     by_analyzer = summary["alerts_by_analyzer"]
-    faults = [f for f in load_faults(FAULTS) if f.type != "falsify"]  # see the xfail below
-    expected = expected_alerts(faults)
+    expected = expected_alerts(load_faults(FAULTS))
     missing = {aid: sorted(kinds - set(by_analyzer.get(aid, {}))) for aid, kinds in expected.items()}
     assert not any(missing.values()), f"expected alerts missing: {missing}; got {by_analyzer}"
     registry = load_registry(ROOT / "stations")
@@ -109,9 +108,6 @@ def test_demo_each_fault_raises_its_alert_and_clean_analyzers_none(demo_run):
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-@pytest.mark.xfail(strict=True, reason="the C/M-episode statistic (envcal.data_quality."
-                   "falsification) is not significant on the simulated plant: its unflagged NOx "
-                   "readings are often near 0.8 x limit, so q0 is large; needs a sharper statistic")
 def test_demo_falsification_raises_data_quality(demo_run):
     summary, _, _ = demo_run
     falsify = [f for f in load_faults(FAULTS) if f.type == "falsify"]

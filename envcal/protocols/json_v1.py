@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from collections.abc import Iterable
 
 from envcal.protocols.records import (
@@ -79,6 +80,28 @@ def _no_duplicates(pairs: list[tuple[str, object]]) -> dict:
 
 # built once: json.loads(..., **kw) would build a new decoder for every message
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant, object_pairs_hook=_no_duplicates)
+# the fast path: C-built dicts, then a count proves there was no duplicate key (below)
+_FAST = json.JSONDecoder(parse_constant=_reject_constant)
+_KEY_TOKEN = re.compile(r'"\s*:')
+
+
+def _count_keys(obj: object) -> int:
+    if isinstance(obj, dict):
+        return len(obj) + sum(_count_keys(v) for v in obj.values())
+    if isinstance(obj, list):
+        return sum(_count_keys(v) for v in obj)
+    return 0
+
+
+def _decode(text: str) -> object:
+    """Parse with C-built dicts; a duplicate key would leave fewer keys in the result than
+    key tokens (``"`` then ``:``) in the text, so equal counts prove there was none.
+    Otherwise (a duplicate, or ``":`` inside a string value) parse again with the checking
+    hook, which names the duplicate."""
+    obj = _FAST.decode(text)
+    if _count_keys(obj) == len(_KEY_TOKEN.findall(text)):
+        return obj
+    return _DECODER.decode(text)
 
 
 def _loads(payload: bytes | bytearray | memoryview | str) -> object:
@@ -99,7 +122,7 @@ def _loads(payload: bytes | bytearray | memoryview | str) -> object:
     try:
         if text is None:
             text = payload.decode("utf-8")  # RFC 8259 section 8.1: JSON on the wire is UTF-8
-        return _DECODER.decode(text)
+        return _decode(text)
     except ProtocolError:
         raise
     except UnicodeDecodeError as exc:

@@ -171,7 +171,10 @@ def open_station_checks(files: list[Path], channels: tuple[str, ...], start: dt.
     return xr.open_mfdataset(
         [str(f) for f in files], engine="netcdf4", combine="nested", concat_dim="time",
         preprocess=partial(_checks_only, channels=channels, s_us=s_us, e_us=e_us),
-        parallel=True, chunks={}, mask_and_scale=False, decode_times=False, cache=False,
+        # files are opened one after another: HDF5 (under netCDF4) is not thread-safe, and
+        # opening them in the workers' threads crashed the process (segfault seen in CI);
+        # the chunks are then read through Dask with xarray's HDF5 lock
+        parallel=False, chunks={}, mask_and_scale=False, decode_times=False, cache=False,
         data_vars="all", coords="minimal", compat="override", join="outer")
 
 

@@ -147,8 +147,9 @@ def _soak_row(seconds: float, rate: float) -> dict:
         ps = psutil.Process(proc.pid)
         samples: list[tuple[float, float]] = []
         n_msgs = int(seconds * rate)
-        pub = threading.Thread(target=_publish, args=(broker, _messages(n_msgs, 1, dt.datetime.now(dt.UTC)
-                                                                         - dt.timedelta(days=3)), rate))
+        # data times end a day before now, whatever the length (none is dead-lettered as future)
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(days=1, seconds=n_msgs)
+        pub = threading.Thread(target=_publish, args=(broker, _messages(n_msgs, 1, base), rate))
         t0 = time.monotonic()
         pub.start()
         try:

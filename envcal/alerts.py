@@ -499,7 +499,8 @@ class AlertEngine:
             pairs = [tuple(r) for r in conn.execute(sa.select(c.analyzer_id, c.analyte).distinct())]
         return self.evaluate_channels([p for p in pairs if p[0] in self.registry.analyzers])
 
-    def tick(self, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    def tick(self, now: dt.datetime | None = None, *,
+             analyzers: Iterable[str] | None = None) -> list[dict[str, Any]]:
         """Timer: overdue checks, data quality since the last tick, revoked lots, peer
         drift, escalation, quality flags of open periods, webhook retries.
 
@@ -507,18 +508,26 @@ class AlertEngine:
         ----------
         now : datetime, optional
             Data time (the newest reading); read from the hot store when not given.
+        analyzers : iterable of str, optional
+            Act only for these analyzers (a worker of a group: the ones it owns, see
+            :mod:`envcal.ownership`); default every analyzer of the registry.
         """
+        only = None if analyzers is None else frozenset(analyzers)
+
+        def mine(ds: list[Desired]) -> list[Desired]:
+            return ds if only is None else [d for d in ds if d.analyzer in only]
+
         with self._lock:
             now = now or self.data_time()
             if now is None:
                 return []
             out: list[dict[str, Any]] = []
-            out.extend(self._apply(self._overdue(now)))
-            out.extend(self._apply(self._data_quality(now)))
-            out.extend(self._apply(self._revocations(now)))
-            out.extend(self._apply(self._peer_drift(now)))
-            out.extend(self._escalate(now))
-            self._mark_open_periods()
+            out.extend(self._apply(mine(self._overdue(now))))
+            out.extend(self._apply(mine(self._data_quality(now))))
+            out.extend(self._apply(mine(self._revocations(now))))
+            out.extend(self._apply(mine(self._peer_drift(now))))
+            out.extend(self._escalate(now, only))
+            self._mark_open_periods(only)
         if self.dispatcher is not None:
             self.dispatcher.wake()
         return out
@@ -951,12 +960,15 @@ class AlertEngine:
                                        note="back within the neighbours' range"))
         return out
 
-    def _escalate(self, now: dt.datetime) -> list[dict[str, Any]]:
+    def _escalate(self, now: dt.datetime, only: frozenset[str] | None = None) -> list[dict[str, Any]]:
         limit = now - dt.timedelta(hours=self.config.escalate_after_h)
         out = []
         with Session(self.engine, expire_on_commit=False) as s:
-            alerts = s.exec(sa.select(Alert).where(Alert.state == "open", Alert.escalated_at.is_(None),
-                                                   Alert.opened_at <= limit)).scalars().all()
+            q = sa.select(Alert).where(Alert.state == "open", Alert.escalated_at.is_(None),
+                                       Alert.opened_at <= limit)
+            if only is not None:
+                q = q.where(Alert.analyzer_id.in_(sorted(only)))
+            alerts = s.exec(q).scalars().all()
             msgs = []
             for a in alerts:
                 a.escalated_at = now
@@ -1000,11 +1012,14 @@ class AlertEngine:
             s.execute(r.update().where(*cond, sa.or_(r.c.qa_ok.is_(None), r.c.qa_ok.is_(True)))
                       .values(qa_ok=False))
 
-    def _mark_open_periods(self) -> None:
+    def _mark_open_periods(self, only: frozenset[str] | None = None) -> None:
         p = OutOfControlPeriod.__table__.c
         r = Reading.__table__
+        q = sa.select(p.analyzer_id, p.analyte, p.start).where(p.end.is_(None))
+        if only is not None:
+            q = q.where(p.analyzer_id.in_(sorted(only)))
         with self.engine.begin() as conn:
-            for a, x, start in conn.execute(sa.select(p.analyzer_id, p.analyte, p.start).where(p.end.is_(None))).all():
+            for a, x, start in conn.execute(q).all():
                 conn.execute(r.update().where(r.c.analyzer_id == a, r.c.analyte == x, r.c.ts > start,
                                               r.c.qa_ok.is_(None)).values(qa_ok=False))
 

@@ -26,11 +26,13 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from envcal.dead_letters import delivery_key, store_dead_letters
+from envcal.protocols import json_v1
 from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
 from envcal.registry import AnalyzerSpec, Registry
 
@@ -87,20 +89,23 @@ class Message:
     mid: int = 0
     qos: int = 0
     generation: int = 0  # connection the message arrived on (acks never cross a reconnect)
+    dup: bool = False  # MQTT DUP flag: a redelivery by the broker (envcal.dead_letters)
 
 
-@dataclass(slots=True)
 class _Parsed:
-    """What one message contributes to a batch."""
+    """What one message contributes to a batch (a plain slotted class: one per message)."""
 
-    msg: Message
-    analyzer_id: str | None = None
-    readings: list[dict] = field(default_factory=list)
-    seqs: list[tuple[int, dt.datetime]] = field(default_factory=list)
-    frames: list[dict] = field(default_factory=list)
-    summaries: list[dict] = field(default_factory=list)
-    ended: list[tuple[str, str]] = field(default_factory=list)
-    dead: dict | None = None
+    __slots__ = ("msg", "analyzer_id", "readings", "seqs", "frames", "summaries", "ended", "dead")
+
+    def __init__(self, msg: Message, analyzer_id: str | None = None) -> None:
+        self.msg = msg
+        self.analyzer_id = analyzer_id
+        self.readings: list[tuple] = []  # in _READING_COLS order
+        self.seqs: list[tuple[int, dt.datetime]] = []
+        self.frames: list[dict] = []
+        self.summaries: list[dict] = []
+        self.ended: list[tuple[str, str]] = []
+        self.dead: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +120,33 @@ class CommitResult:
     summary_ids: tuple[int, ...]
     ended_checks: tuple[tuple[str, str], ...]
     seconds: float
+
+
+def sqlite_utc_text(value: dt.datetime) -> str:
+    """An aware datetime as the UTC text SQLAlchemy stores in SQLite (``UTCDateTime``).
+
+    Parameters
+    ----------
+    value : datetime.datetime
+        Timezone-aware.
+
+    Returns
+    -------
+    str
+        ``YYYY-MM-DD HH:MM:SS.ffffff`` in UTC, the format of SQLAlchemy's SQLite ``DATETIME``
+        (so unique keys and comparisons agree with rows written through the ORM).
+
+    Raises
+    ------
+    ValueError
+        A naive datetime (as :class:`envcal.db.UTCDateTime` does).
+    """
+    tz = value.tzinfo
+    if tz is not dt.UTC:
+        if tz is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: envcal stores only timezone-aware times")
+        value = value.astimezone(dt.UTC)
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _insert(dialect: str):
@@ -170,6 +202,7 @@ class IngestCore:
         self._channels = {a.id: {c.analyte for c in a.channels} for a in registry.analyzers.values()}
         self._codes = {a.id: {c.code: c.analyte for c in a.channels if c.code}
                        for a in registry.analyzers.values()}
+        self._topics: dict[str, tuple[AnalyzerSpec, str]] = {}
         self.last_seq: dict[str, tuple[int, dt.datetime | None]] = {}
         self._seed_seq()
 
@@ -225,9 +258,15 @@ class IngestCore:
         else:  # pragma: no cover - SQLite (qmark) and psycopg (pyformat) only
             raise ValueError(f"unsupported DBAPI paramstyle {d.paramstyle!r}")
         self._sql_head, self._sql_group, self._sql_tail = head + " VALUES ", positional, tail
-        self._count_by_returning = d.name != "sqlite"
+        # SQLite: one prepared single-row statement run by executemany (the sqlite3 module
+        # keeps it compiled; its rowcount is the number of rows inserted). PostgreSQL: one
+        # multi-row statement whose RETURNING rows count the new ones.
+        self._executemany = d.name == "sqlite"
+        self._sql_one = head + " VALUES " + positional + tail
         procs = [t.c[c].type.dialect_impl(d).bind_processor(d) for c in _READING_COLS]
-        self._ts_proc = procs[2] or (lambda v: v)
+        # SQLite stores times as text: format them in C, to the very string SQLAlchemy's
+        # processors make (tests/test_ingest.py proves equality for any aware datetime)
+        self._ts_proc = sqlite_utc_text if d.name == "sqlite" else procs[2] or (lambda v: v)
         self._value_proc = procs[3] or (lambda v: v)
         self._other_procs = [(i, f) for i, f in enumerate(procs)
                              if f is not None and i not in (2, 3, 10)]
@@ -236,11 +275,13 @@ class IngestCore:
 
     def _insert_readings(self, conn: sa.Connection, rows: Sequence[tuple]) -> int:
         """Insert reading tuples (``_READING_COLS`` order); return how many were new."""
-        flat: list = []
+        out: list = []
         ts_proc = self._ts_proc
         v_proc = self._value_proc
         others = self._other_procs
         seen_in = seen_out = None
+        many = self._executemany
+        add = out.append if many else out.extend
         for r in rows:
             if others:
                 r = list(r)
@@ -249,13 +290,11 @@ class IngestCore:
             rec = r[10]
             if rec is not seen_in:  # one received_at per batch: convert it once
                 seen_in, seen_out = rec, ts_proc(rec)
-            flat.extend((r[0], r[1], ts_proc(r[2]), v_proc(r[3]), r[4], r[5], r[6], r[7], r[8], r[9],
-                         seen_out))
+            add((r[0], r[1], ts_proc(r[2]), v_proc(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], seen_out))
+        if many:
+            return conn.exec_driver_sql(self._sql_one, out).rowcount
         sql = self._sql_head + ", ".join([self._sql_group] * len(rows)) + self._sql_tail
-        res = conn.exec_driver_sql(sql, tuple(flat))
-        if self._count_by_returning:
-            return len(res.all())
-        return res.rowcount
+        return len(conn.exec_driver_sql(sql, tuple(out)).all())
 
     # ------------------------------------------------------------------ parsing
     def parse(self, msg: Message, now: dt.datetime) -> _Parsed:
@@ -274,10 +313,15 @@ class IngestCore:
     def _dead(self, msg: Message, analyzer_id: str | None, reason: str, now: dt.datetime) -> _Parsed:
         p = _Parsed(msg, analyzer_id)
         p.dead = {"received_at": now, "topic": msg.topic[:1024], "payload": bytes(msg.payload),
-                  "reason": reason, "analyzer_id": analyzer_id, "mqtt_mid": msg.mid or None}
+                  "reason": reason, "analyzer_id": analyzer_id, "mqtt_mid": msg.mid or None,
+                  "delivery_key": delivery_key(self.worker, msg.mid, msg.topic, msg.payload)}
         return p
 
     def _analyzer(self, msg: Message, p: _Parsed) -> tuple[AnalyzerSpec, str]:
+        hit = self._topics.get(msg.topic)
+        if hit is not None:  # a topic that passed the checks below before (registry is fixed)
+            p.analyzer_id = hit[0].id
+            return hit
         parts = msg.topic.split("/")
         if len(parts) != 4 or parts[0] != "envcal" or parts[3] not in TOPIC_KINDS:
             raise Rejected(f"unexpected topic {msg.topic!r} (want envcal/{{station}}/{{analyzer}}/"
@@ -290,6 +334,7 @@ class IngestCore:
         if a.station != station:
             raise Rejected(f"analyzer {aid!r} belongs to station {a.station!r}, "
                            f"not {station!r} as the topic says")
+        self._topics[msg.topic] = (a, kind)  # at most 4 valid topics per registered analyzer
         return a, kind
 
     def _parse(self, msg: Message, p: _Parsed, now: dt.datetime) -> None:
@@ -302,15 +347,11 @@ class IngestCore:
             raise Rejected(f"oversized payload: {len(msg.payload)} bytes > {self.max_payload} bytes")
         a, kind = self._analyzer(msg, p)
         if kind == "data":
-            from envcal.protocols import json_v1
-
             recs = json_v1.decode_readings(msg.payload, now=now, max_future=self.max_future)
             self._readings(a, recs, p, now)
         elif kind == "hj212":
             self._hj212(a, msg, p, now)
         elif kind == "check":
-            from envcal.protocols import json_v1
-
             s = json_v1.decode_check_summary(msg.payload)
             self._summaries(a, [s], p, now)
         else:
@@ -472,13 +513,14 @@ class IngestCore:
                     ended.append(e)
         gaps, state = self._gaps(parsed, now)
         ins = self._insert
-        inserted = 0
+        inserted = n_dead = 0
         summary_ids: list[int] = []
         with self.engine.begin() as conn:
             for i in range(0, len(readings), self._chunk):
                 inserted += self._insert_readings(conn, readings[i:i + self._chunk])
-            if dead:
-                conn.execute(sa.insert(self._t_dead), dead)
+            if dead:  # exactly once per MQTT delivery (envcal.dead_letters)
+                n_dead = store_dead_letters(conn, ins, self._t_dead, dead,
+                                            [p.msg.dup for p in parsed if p.dead is not None])
             if gaps:
                 conn.execute(ins(self._t_gap).on_conflict_do_nothing(), gaps)
             if frames:
@@ -491,9 +533,9 @@ class IngestCore:
             conn.execute(sa.insert(self._t_log), [{
                 "committed_at": now, "worker": self.worker[:128], "messages": len(parsed),
                 "rows": inserted, "duplicates": len(readings) - inserted,
-                "dead_letters": len(dead), "seconds": seconds}])
+                "dead_letters": n_dead, "seconds": seconds}])
         self.last_seq.update(state)
-        return CommitResult(len(parsed), inserted, len(readings) - inserted, len(dead), len(gaps),
+        return CommitResult(len(parsed), inserted, len(readings) - inserted, n_dead, len(gaps),
                             tuple(summary_ids), tuple(ended), time.perf_counter() - t0)
 
     def ingest(self, messages: Iterable[Message | tuple[str, bytes]]) -> CommitResult:
@@ -641,7 +683,7 @@ class IngestService:
 
     def _on_message(self, client, userdata, m) -> None:
         # enqueue only: the worker decodes, stores and acknowledges
-        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen))
+        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen, bool(m.dup)))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> IngestService:

@@ -100,9 +100,18 @@ class Reading(SQLModel, table=True):
 
 
 class DeadLetter(SQLModel, table=True):
-    """A message that could not be accepted, kept raw with the reason."""
+    """A message that could not be accepted, kept raw with the reason.
+
+    Exactly once, like readings: ``delivery_key`` is the SHA-256 of (receiving MQTT
+    client, packet id, topic, payload), the identity of one MQTT delivery. A broker
+    redelivery (DUP flag) of a stored message inserts nothing; a first delivery always
+    inserts (an older row with the same key, a reused packet id, gives its key up), so two
+    distinct bad messages with the same bytes are two rows. NULL without a packet id (QoS 0,
+    :meth:`envcal.ingest.IngestCore.ingest`): never collapsed.
+    """
 
     __tablename__ = "dead_letter"
+    __table_args__ = (sa.UniqueConstraint("delivery_key", name="uq_dead_letter_delivery"),)
     id: int | None = Field(default=None, primary_key=True)
     received_at: dt.datetime = _ts(index=True)
     topic: str
@@ -110,6 +119,7 @@ class DeadLetter(SQLModel, table=True):
     reason: str
     analyzer_id: str | None = Field(default=None, max_length=64)
     mqtt_mid: int | None = None
+    delivery_key: str | None = Field(default=None, max_length=64)
 
 
 class DataGap(SQLModel, table=True):
@@ -506,3 +516,32 @@ class WebhookDelivery(SQLModel, table=True):
     next_retry_at: dt.datetime | None = _ts(nullable=True)
     created_at: dt.datetime = _ts()
     delivered_at: dt.datetime | None = _ts(nullable=True)
+
+
+# --------------------------------------------------------------------------- worker groups (issue 8)
+class WorkerHeartbeat(SQLModel, table=True):
+    """A live ingest worker of a shared-subscription group (``envcal ingest --group``).
+
+    Renewed by the worker's pipeline timer; workers seen within the lease time are the
+    live members over which analyzers are spread (:mod:`envcal.ownership`).
+    """
+
+    __tablename__ = "worker_heartbeat"
+    worker: str = Field(primary_key=True, max_length=128)
+    group_name: str = Field(max_length=128, index=True)
+    started_at: dt.datetime = _ts()
+    seen_at: dt.datetime = _ts()
+
+
+class AnalyzerLease(SQLModel, table=True):
+    """Which worker of a group verifies and alerts for an analyzer, until when.
+
+    One row per analyzer; taken over atomically only when expired or by its owner
+    (``UPDATE ... WHERE owner = me OR lease_until < now``), see :mod:`envcal.ownership`.
+    """
+
+    __tablename__ = "analyzer_lease"
+    analyzer_id: str = Field(primary_key=True, max_length=64)
+    owner: str = Field(default="", max_length=128)
+    lease_until: dt.datetime = _ts()
+    acquired_at: dt.datetime | None = _ts(nullable=True)

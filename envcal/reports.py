@@ -2,7 +2,8 @@
 
 :func:`monthly_report` gathers the month (calendar month in the agency's time zone,
 :func:`envcal.views.local_tz`): the verification coverage at the month's end (or now, for
-the running month), every check result, failures, out-of-control hours and alerts per
+the running month), every check result, failures, out-of-control hours (of the periods
+the alert engine stored, :func:`envcal.views.out_of_control_periods`) and alerts per
 analyzer. The writers render the same object:
 
 - :func:`report_csv`: one row per check result (UTF-8 with BOM, so spreadsheet programs

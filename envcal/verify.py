@@ -25,6 +25,20 @@ analyzer's rule pack, all reference values from :mod:`envcal.certificates`):
 Results are one row per (analyzer, analyte, check id) in ``check_result``: evaluating the
 same check again (a redelivery, ``envcal verify replay``) rewrites the same numbers.
 
+**Completeness in a worker group.** When several ingest workers share an analyzer's
+messages (``envcal ingest --group``), the worker that stored the ``end`` reading cannot
+know that the other workers have stored the earlier ones: one may still hold some in an
+uncommitted batch, or be retrying a database outage. There the owner of the analyzer
+(:mod:`envcal.ownership`) judges a check from its timer only when :func:`completeness`
+says all its readings are in: the check has ``start`` and ``end`` readings and the
+analyzer's ``seq`` numbers from the first to the last reading of the check are contiguous
+in the hot store; or, for readings without ``seq`` (or with a gap that never fills), once
+``settle`` seconds (wall time, longer than any worker's batch window) have passed since the
+check's last reading was received. The result records which (``details.completeness``),
+with the number of missing seq numbers if it was judged on a gap. Results are then
+inserted once, never overwritten (``store_results(..., only_new=True)``), and only a stored
+one is published.
+
 References
 ----------
 HJ 75-2017 clause 7 and Appendix A (zero/span drift, % of span); HJ 355-2019 (standard
@@ -84,6 +98,7 @@ class CheckReadings:
     source: str = "readings"
     device_verdict: dict[str, str] = field(default_factory=dict)  # analyte -> device verdict
     device_measured: dict[str, float] = field(default_factory=dict)
+    completeness: dict[str, Any] | None = None  # how a group worker knew it was complete
 
     @property
     def ended(self) -> bool:
@@ -167,6 +182,56 @@ def pending_checks(engine: Engine, *, stale_after: dt.timedelta = dt.timedelta(m
             if ended or (newest_ts - last_ts) > stale_after:
                 out.append((a, ck))
     return out
+
+
+def completeness(engine: Engine, analyzer_id: str, check_id: str, *, settle: dt.timedelta,
+                 now: dt.datetime) -> dict[str, Any] | None:
+    """Whether all readings of a check are stored (worker groups; see the module docstring).
+
+    Parameters
+    ----------
+    engine : Engine
+    analyzer_id, check_id : str
+    settle : timedelta
+        Wait [s] after the check's last reading was received before judging a check whose
+        completeness the ``seq`` numbers cannot prove.
+    now : datetime
+        Wall time (UTC), compared with ``Reading.received_at``.
+
+    Returns
+    -------
+    dict or None
+        None: wait. Else a note for ``details.completeness``: ``{"basis": "seq",
+        "seq_first", "seq_last"}`` (start and end present, seq contiguous), or ``{"basis":
+        "settle", "settle_s", "seq_missing"}`` (``seq_missing``: seq numbers absent between
+        the check's first and last, None without seq).
+    """
+    r = Reading.__table__.c
+    q = (sa.select(sa.func.max(r.received_at), sa.func.min(r.seq), sa.func.max(r.seq),
+                   sa.func.count(), sa.func.count(r.seq),
+                   sa.func.max(sa.case((r.check_phase == "start", 1), else_=0)),
+                   sa.func.max(sa.case((r.check_phase == "end", 1), else_=0)),
+                   sa.func.min(r.ts), sa.func.max(r.ts))
+         .where(r.analyzer_id == analyzer_id, r.check_id == check_id))
+    with engine.connect() as conn:
+        last_rx, s0, s1, n, n_seq, started, ended, t0, t1 = conn.execute(q).one()
+        if not n:
+            return None
+        missing = None
+        if n_seq == n and s0 is not None:
+            # every reading of the analyzer between the check's first and last seq (other
+            # channels' readings interleaved with the check count too); seq grows with time
+            have = conn.execute(sa.select(sa.func.count(sa.distinct(r.seq))).where(
+                r.analyzer_id == analyzer_id, r.ts >= t0, r.ts <= t1, r.seq >= s0,
+                r.seq <= s1)).scalar_one()
+            missing = int(s1 - s0 + 1 - have)
+    if missing == 0 and started and ended:
+        return {"basis": "seq", "seq_first": int(s0), "seq_last": int(s1)}
+    if last_rx.tzinfo is None:
+        last_rx = last_rx.replace(tzinfo=dt.UTC)
+    if now - last_rx >= settle:
+        return {"basis": "settle", "settle_s": settle.total_seconds(), "seq_missing": missing}
+    return None
 
 
 def summary_to_check(rec: CheckSummaryRecord) -> CheckReadings:
@@ -316,6 +381,8 @@ class Verifier:
             "device_measured": check.device_measured.get(analyte),
             "details": {"level": level} if level is not None else {},
         }
+        if check.completeness is not None:
+            base["details"]["completeness"] = dict(check.completeness)
         if not rules:
             return _invalid(base, f"no rule in pack {pack.name} for a {check.kind} check of {analyte}",
                             f"规则包 {pack.name} 中没有 {analyte} 的 {check.kind} 核查规则")
@@ -360,15 +427,28 @@ class Verifier:
         return _judge(base, rules)
 
     # -- batches -------------------------------------------------------------------------
-    def evaluate_and_store(self, checks: Iterable[CheckReadings]) -> list[dict[str, Any]]:
-        """Evaluate checks in time order, store each result (upsert), notify listeners."""
+    def evaluate_and_store(self, checks: Iterable[CheckReadings], *,
+                           only_new: bool = False) -> list[dict[str, Any]]:
+        """Evaluate checks in time order, store each result, notify listeners.
+
+        Parameters
+        ----------
+        checks : iterable of CheckReadings
+        only_new : bool, default False
+            Insert results that do not exist yet and drop the others (worker groups: a
+            result is decided and published once); default: upsert (replay rewrites).
+
+        Returns
+        -------
+        list of dict
+            The results stored (and passed to the listeners).
+        """
         out: list[dict[str, Any]] = []
         for check in sorted(checks, key=lambda c: (c.ts[-1] if len(c.ts) else np.datetime64(0, "us"), c.check_id)):
             if len(check.ts) == 0 or check.analyzer_id not in self.registry.analyzers:
                 continue
             results = self.evaluate(check)
-            store_results(self.engine, results)
-            out.extend(results)
+            out.extend(store_results(self.engine, results, only_new=only_new))
         if out:
             payload = [result_json(r) for r in out]
             for fn in self.listeners:
@@ -376,17 +456,47 @@ class Verifier:
         return out
 
     def verify_pending(self, *, stale_after: dt.timedelta = dt.timedelta(minutes=30),
-                       analyzer_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+                       analyzer_ids: Iterable[str] | None = None,
+                       settle: dt.timedelta | None = None, now: dt.datetime | None = None,
+                       only_new: bool = False) -> list[dict[str, Any]]:
         """Evaluate every complete check in the hot store that has no result yet; also
-        the device summaries that have none."""
+        the device summaries that have none.
+
+        Parameters
+        ----------
+        stale_after : timedelta
+            A check without ``end`` is complete after this much newer data (data time).
+        analyzer_ids : iterable of str, optional
+            Only these analyzers (a group worker: the ones it owns).
+        settle : timedelta, optional
+            Worker groups: also require :func:`completeness` (default: not checked).
+        now : datetime, optional
+            Wall time for ``settle`` (default: now).
+        only_new : bool, default False
+            See :meth:`evaluate_and_store`.
+
+        Returns
+        -------
+        list of dict
+            The results stored.
+        """
+        if analyzer_ids is not None:
+            analyzer_ids = list(analyzer_ids)
+        now = now or dt.datetime.now(dt.UTC)
         checks = []
         for analyzer_id, check_id in pending_checks(self.engine, stale_after=stale_after,
                                                     analyzer_ids=analyzer_ids):
+            note = None
+            if settle is not None:
+                note = completeness(self.engine, analyzer_id, check_id, settle=settle, now=now)
+                if note is None:
+                    continue  # readings may still be in another worker's batch
             c = load_check(self.engine, analyzer_id, check_id)
             if c is not None:
+                c.completeness = note
                 checks.append(c)
-        checks.extend(pending_summaries(self.engine))
-        return self.evaluate_and_store(checks)
+        checks.extend(pending_summaries(self.engine, analyzer_ids=analyzer_ids))
+        return self.evaluate_and_store(checks, only_new=only_new)
 
     def on_commit(self, ended_checks: Sequence[tuple[str, str]], summaries: Sequence[int]) -> list[dict[str, Any]]:
         """Ingest hook: evaluate the checks whose ``end`` reading was just committed."""
@@ -401,8 +511,8 @@ class Verifier:
         return self.evaluate_and_store(checks)
 
 
-def pending_summaries(engine: Engine) -> list[CheckReadings]:
-    """Device check summaries without a result of their own."""
+def pending_summaries(engine: Engine, analyzer_ids: Iterable[str] | None = None) -> list[CheckReadings]:
+    """Device check summaries without a result of their own (of these analyzers only)."""
     from sqlmodel import Session, select
 
     s_t = CheckSummaryRecord.__table__.c
@@ -412,6 +522,8 @@ def pending_summaries(engine: Engine) -> list[CheckReadings]:
                                                    done.c.check_id == s_t.check_id,
                                                    done.c.analyte == s_t.analyte))
          .where(done.c.check_id.is_(None)))
+    if analyzer_ids is not None:
+        q = q.where(s_t.analyzer_id.in_(list(analyzer_ids)))
     with Session(engine) as s:
         ids = [i for (i,) in s.execute(q)]
         if not ids:
@@ -538,16 +650,40 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def store_results(engine: Engine, results: Sequence[dict[str, Any]]) -> None:
-    """Insert or update results by (analyzer, analyte, check id) in one transaction."""
+def store_results(engine: Engine, results: Sequence[dict[str, Any]], *,
+                  only_new: bool = False) -> list[dict[str, Any]]:
+    """Insert or update results by (analyzer, analyte, check id) in one transaction.
+
+    Parameters
+    ----------
+    engine : Engine
+    results : sequence of dict
+    only_new : bool, default False
+        Insert only results whose (analyzer, analyte, check id) has none yet; keep the
+        stored one otherwise (``INSERT ... ON CONFLICT DO NOTHING``).
+
+    Returns
+    -------
+    list of dict
+        The results written (all of them unless ``only_new``).
+    """
     if not results:
-        return
+        return []
     table = CheckResult.__table__
     rows = [_row(r) for r in results]
     if engine.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
+    if only_new:
+        keep = insert(table).on_conflict_do_nothing(
+            index_elements=["analyzer_id", "analyte", "check_id"]).returning(table.c.id)
+        written = []
+        with engine.begin() as conn:
+            for r, row in zip(results, rows, strict=True):
+                if conn.execute(keep, row).first() is not None:
+                    written.append(r)
+        return written
     stmt = insert(table)
     update = {c.name: stmt.excluded[c.name] for c in table.columns
               if c.name not in ("id", "analyzer_id", "analyte", "check_id", "needs_review")}
@@ -555,6 +691,7 @@ def store_results(engine: Engine, results: Sequence[dict[str, Any]]) -> None:
                                       set_=update)
     with engine.begin() as conn:
         conn.execute(stmt, rows)
+    return list(results)
 
 
 def list_results(engine: Engine, *, analyzer: str | None = None, analyte: str | None = None,

@@ -16,9 +16,9 @@ From the newest result of each (channel, check kind) within :data:`STATE_WINDOW`
 - ``in_control``: every newest result ``pass``;
 - ``no_data``: no result in the window.
 
-Out-of-control periods are read from the alerts module's table when it exists; otherwise
-they are derived from the results as the standard defines them: from the last passing
-check before a failing one to the next passing check (40 CFR 75.24; HJ 75-2017 失控时段).
+Out-of-control periods are the ones :class:`envcal.alerts.AlertEngine` stored
+(:class:`~envcal.models.OutOfControlPeriod`); this module only reads them and never derives
+periods from the results itself (the UI computes nothing).
 
 References
 ----------
@@ -46,6 +46,7 @@ from envcal.models import (
     Channel,
     CheckResult,
     Finding,
+    OutOfControlPeriod,
     Station,
 )
 
@@ -186,83 +187,54 @@ def open_alerts_by_severity(engine: Engine) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- out-of-control
-PERIOD_COLUMNS = ["analyzer", "analyte", "kind", "start", "end", "source"]
-
-
-def _derived_periods(res: pd.DataFrame) -> list[dict[str, Any]]:
-    """Periods from ordered results (analyzer, analyte, kind, end, verdict)."""
-    out = []
-    for (aid, an, kind), g in res.groupby(["analyzer", "analyte", "kind"], sort=False):
-        last_pass = None
-        open_start = None
-        for end, verdict in zip(g["end"], g["verdict"], strict=True):
-            if verdict == "fail" and open_start is None:
-                open_start = last_pass if last_pass is not None else end
-            elif verdict == "pass":
-                if open_start is not None:
-                    out.append({"analyzer": aid, "analyte": an, "kind": kind,
-                                "start": open_start, "end": end, "source": "derived"})
-                    open_start = None
-                last_pass = end
-        if open_start is not None:
-            out.append({"analyzer": aid, "analyte": an, "kind": kind, "start": open_start,
-                        "end": None, "source": "derived"})
-    return out
+PERIOD_COLUMNS = ["analyzer", "analyte", "kind", "rule", "start", "end", "source"]
 
 
 def out_of_control_periods(engine: Engine, *, analyzer: str | None = None,
                            start: dt.datetime | None = None,
                            end: dt.datetime | None = None) -> pd.DataFrame:
-    """Out-of-control periods overlapping [start, end) (``end`` None: still open).
+    """The out-of-control periods the alert engine stored, overlapping [start, end).
 
-    From the alerts module's ``out_of_control_period`` table when it holds any period
-    (``source`` = ``alerts``), else derived from the stored results (``source`` = ``derived``).
+    Only reads :class:`~envcal.models.OutOfControlPeriod` rows, which
+    :class:`envcal.alerts.AlertEngine` keeps from the rule packs' ``[[out_of_control]]``
+    conditions; nothing is derived here, so no period exists until the engine has
+    evaluated the results.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    analyzer : str, optional
+        Only this analyzer's periods.
+    start, end : datetime, optional
+        Window (timezone-aware); a period overlaps it when it starts before ``end`` and is
+        open or ends at or after ``start``.
 
     Returns
     -------
     pandas.DataFrame
-        Columns analyzer, analyte, kind, start, end (UTC, aware; NaT/None when open), source.
+        Columns of :data:`PERIOD_COLUMNS`, by start: analyzer, analyte, kind (the check kind
+        of the result that opened the period), rule (the pack's condition id), start, end
+        (UTC, aware; None while open) and source (the standard and clause of the condition).
+
+    References
+    ----------
+    40 CFR 75.24; HJ 75-2017 clause 11-12 (失控时段).
     """
-    with engine.connect() as conn:
-        t = _has_table(conn, "out_of_control_period")
-        if t is not None and not conn.execute(sa.select(sa.func.count()).select_from(t)).scalar():
-            t = None  # nothing recorded by the alerts machinery (yet): derive from results
-        if t is not None:
-            cs, ce = _col(t, "start", "started_at", "begin"), _col(t, "end", "ended_at")
-            ca = _col(t, "analyzer_id", "analyzer")
-            if cs is not None and ca is not None:
-                sel = [ca.label("analyzer"), cs.label("start")]
-                sel.append((ce if ce is not None else sa.null()).label("end"))
-                for k in ("analyte", "kind"):
-                    c = _col(t, k, "check_kind" if k == "kind" else k)
-                    sel.append((c if c is not None else sa.null()).label(k))
-                q = sa.select(*sel)
-                if analyzer:
-                    q = q.where(ca == analyzer)
-                if end is not None:
-                    q = q.where(cs < _utc(end))
-                if start is not None and ce is not None:
-                    q = q.where(sa.or_(ce.is_(None), ce >= _utc(start)))
-                df = pd.DataFrame(conn.execute(q.order_by(cs)).mappings().all())
-                if df.empty:
-                    return pd.DataFrame(columns=PERIOD_COLUMNS)
-                df["source"] = "alerts"
-                return df[PERIOD_COLUMNS]
-        r = CheckResult.__table__.c
-        q = (sa.select(r.analyzer_id.label("analyzer"), r.analyte, r.kind, r.end, r.verdict)
-             .where(r.verdict.in_(("pass", "fail")))
-             .order_by(r.analyzer_id, r.analyte, r.kind, r.end))
-        if analyzer:
-            q = q.where(r.analyzer_id == analyzer)
-        if end is not None:
-            q = q.where(r.end < _utc(end))
-        res = pd.DataFrame(conn.execute(q).all(), columns=["analyzer", "analyte", "kind", "end",
-                                                           "verdict"])
-    periods = _derived_periods(res)
+    p, r = OutOfControlPeriod.__table__.c, CheckResult.__table__.c
+    q = (sa.select(p.analyzer_id.label("analyzer"), p.analyte, r.kind,
+                   p.rule_id.label("rule"), p.start, p.end, p.source)
+         .select_from(OutOfControlPeriod.__table__.outerjoin(
+             CheckResult.__table__, r.id == p.opened_by_result))
+         .order_by(p.start, p.id))
+    if analyzer:
+        q = q.where(p.analyzer_id == analyzer)
+    if end is not None:
+        q = q.where(p.start < _utc(end))
     if start is not None:
-        s0 = _utc(start)
-        periods = [p for p in periods if p["end"] is None or p["end"] >= s0]
-    return pd.DataFrame(periods, columns=PERIOD_COLUMNS)
+        q = q.where(sa.or_(p.end.is_(None), p.end >= _utc(start)))
+    with engine.connect() as conn:
+        rows = conn.execute(q).mappings().all()
+    return pd.DataFrame(rows, columns=PERIOD_COLUMNS)
 
 
 def out_of_control_hours(periods: pd.DataFrame, start: dt.datetime, end: dt.datetime) -> pd.Series:
@@ -290,27 +262,13 @@ def out_of_control_hours(periods: pd.DataFrame, start: dt.datetime, end: dt.date
 
 
 # --------------------------------------------------------------------------- states
-def _open_period_analyzers(engine: Engine, at: dt.datetime, since: dt.datetime) -> set[str]:
-    """Analyzers with an out-of-control period open at ``at``: from the alerts module's
-    table when it holds periods; else derived in SQL from the results since ``since`` (a
-    channel whose newest failing check is later than its newest passing one)."""
+def _open_period_analyzers(engine: Engine, at: dt.datetime) -> set[str]:
+    """Analyzers with a stored out-of-control period open at ``at``."""
+    p = OutOfControlPeriod.__table__.c
+    q = sa.select(p.analyzer_id).where(
+        p.start <= at, sa.or_(p.end.is_(None), p.end > at)).distinct()
     with engine.connect() as conn:
-        t = _has_table(conn, "out_of_control_period")
-        if t is not None and conn.execute(sa.select(sa.func.count()).select_from(t)).scalar():
-            q = sa.select(t.c.analyzer_id).where(
-                t.c.start <= at, sa.or_(t.c.end.is_(None), t.c.end > at)).distinct()
-            return set(conn.execute(q).scalars())
-        r = CheckResult.__table__.c
-        q = (sa.select(r.analyzer_id,
-                       sa.func.max(sa.case((r.verdict == "pass", r.end))).label("last_pass"),
-                       sa.func.max(sa.case((r.verdict == "fail", r.end))).label("last_fail"))
-             .where(r.end > since, r.end <= at)
-             .group_by(r.analyzer_id, r.analyte, r.kind))
-        out = set()
-        for aid, lp, lf in conn.execute(q):
-            if lf is not None and (lp is None or str(lf) > str(lp)):
-                out.add(aid)
-        return out
+        return set(conn.execute(q).scalars())
 
 
 def analyzer_states(engine: Engine, at: dt.datetime, *,
@@ -348,7 +306,7 @@ def analyzer_states(engine: Engine, at: dt.datetime, *,
     rank = latest["verdict"].map({"pass": 0, "warn": 1, "invalid": 1, "fail": 2})
     worst = latest.assign(rank=rank).groupby("analyzer")["rank"].max()
     last = recent.groupby("analyzer")["end"].max()
-    open_p = _open_period_analyzers(engine, at, w0)
+    open_p = _open_period_analyzers(engine, at)
     alerts = alerts_frame(engine, state="open")
     n_alerts = alerts["analyzer"].value_counts()
     states, reasons = [], []
@@ -606,8 +564,7 @@ def control_chart(engine: Engine, analyzer: str, analyte: str, kind: str, *,
         trend = trend_of(t, ok["value"].astype(float).to_numpy(), limit, params=params,
                          analyzer=analyzer, analyte=analyte, kind=kind, quantity=quantity)
     periods = out_of_control_periods(engine, analyzer=analyzer, start=start, end=end)
-    if len(periods) and periods["analyte"].notna().any():
-        periods = periods[(periods["analyte"].isna()) | (periods["analyte"] == analyte)]
+    periods = periods[periods["analyte"] == analyte]
     return ControlChart(analyzer, analyte, kind, quantity, rule.unit if rule else "% F.S.",
                         rule.warn if rule else None, limit, rule.id if rule else None,
                         f"{rule.source.standard} {rule.source.clause}" if rule else None,

@@ -6,105 +6,33 @@ import datetime as dt
 import json
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 import sqlalchemy as sa
+from support.mqtt_ingest import (
+    DATA,
+    JSON_AZ,
+    Publisher,
+    count,
+    payload,
+    prepared,
+    reading,
+    start_ingest_process,
+    wait_for,
+)
+from support.mqtt_ingest import now_utc as _now
 
-from envcal.db import init_db, make_engine
 from envcal.ingest import IngestCore, IngestService, Message, stats, topics
-from envcal.registry import load_registry, sync_registry
+from envcal.registry import sync_registry
 
-ROOT = Path(__file__).resolve().parents[1]
-STATIONS = ROOT / "stations"
-JSON_AZ = "NB-PP02-CEMS"  # publishes JSON v1
-DATA = f"envcal/ZJ-NB-PP02/{JSON_AZ}/data"
 HJ_AZ, HJ_MN = "JX-PP01-CEMS", "33040000000001"
 HJ_TOPIC = f"envcal/ZJ-JX-PP01/{HJ_AZ}/hj212"
 
 
 # --------------------------------------------------------------------------- helpers
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0)
-
-
-def reading(seq: int, base: dt.datetime, **extra) -> dict:
-    return {"ts": (base + dt.timedelta(seconds=seq)).isoformat(), "seq": seq,
-            "values": {"SO2": 10.0 + seq % 7, "NOx": 20.0}, **extra}
-
-
-def payload(obj) -> bytes:
-    return json.dumps(obj).encode()
-
-
-def prepared(url: str):
-    eng = make_engine(url)
-    init_db(eng)
-    reg = load_registry(STATIONS)
-    sync_registry(eng, reg)
-    return eng, reg
-
-
-def count(eng, table: str, where: str = "") -> int:
-    with eng.connect() as conn:
-        return conn.execute(sa.text(f"select count(*) from {table} {where}")).scalar_one()
-
-
-def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-
-
-class Publisher:
-    """QoS 1 publisher that waits for PUBACKs and re-sends a chunk the broker did not confirm
-    (duplicates are harmless: the unique keys absorb them)."""
-
-    def __init__(self, broker) -> None:
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
-                             protocol=mqtt.MQTTv5)
-        self.c.reconnect_delay_set(1, 2)
-        self.c.connect(broker.host, broker.port)
-        self.c.loop_start()
-        self.published = 0
-
-    def _confirmed(self, info, timeout: float) -> bool:
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            return False
-        return info.is_published()
-
-    def publish(self, items, chunk: int = 100, pause: float = 0.0, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        for i in range(0, len(items), chunk):
-            part = items[i:i + chunk]
-            while True:
-                infos = [self.c.publish(t, p, qos=1) for t, p in part]
-                if all(self._confirmed(info, 3.0) for info in infos):
-                    break
-                if time.monotonic() > deadline:
-                    raise AssertionError("publisher could not get PUBACKs from the broker")
-                time.sleep(0.2)
-            self.published += len(part)
-            if pause:
-                time.sleep(pause)
-
-    def close(self) -> None:
-        self.c.disconnect()
-        self.c.loop_stop()
-
-
 @pytest.fixture
 def publisher(mosquitto):
     p = Publisher(mosquitto)
@@ -287,24 +215,6 @@ def test_service_acks_after_commit_redelivery_stores_once(mosquitto, publisher, 
     eng.dispose()
 
 
-def _start_ingest_process(broker, url: str, tmp_path: Path, name: str) -> tuple[subprocess.Popen, Path]:
-    log = tmp_path / f"{name}.log"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "envcal.cli", "ingest", "--broker", broker.url, "--db", url,
-         "--archive", str(tmp_path / "archive"), "--stations", str(STATIONS),
-         "--client-id", "ingest-kill9", "--batch-seconds", "0.05"],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
-    try:
-        wait_for(lambda: "subscribed" in log.read_text(errors="replace") or proc.poll() is not None,
-                 60, "ingest process to subscribe")
-    except AssertionError:
-        proc.kill()
-        raise
-    assert proc.poll() is None, log.read_text(errors="replace")
-    return proc, log
-
-
 @pytest.mark.slow
 def test_ingest_process_kill9_exactly_once(mosquitto, publisher, sqlite_url, tmp_path):
     n_msgs, per_msg = 2000, 10  # 20,000 readings of 2 values each
@@ -313,7 +223,7 @@ def test_ingest_process_kill9_exactly_once(mosquitto, publisher, sqlite_url, tmp
     base = _now() - dt.timedelta(hours=8)
     items = [(DATA, payload([reading(s, base) for s in range(i, i + per_msg)]))
              for i in range(1, n_msgs * per_msg + 1, per_msg)]
-    proc, log = _start_ingest_process(mosquitto, sqlite_url, tmp_path, "first")
+    proc, log = start_ingest_process(mosquitto, sqlite_url, tmp_path, "ingest-kill9", "first")
     pub = threading.Thread(target=publisher.publish, args=(items,), kwargs={"chunk": 50, "pause": 0.02})
     pub.start()
     try:
@@ -323,7 +233,7 @@ def test_ingest_process_kill9_exactly_once(mosquitto, publisher, sqlite_url, tmp
         at_kill = count(eng, "reading")
         assert at_kill < n_rows, "the stream was over before the kill"
         t_kill = time.monotonic()
-        proc, log = _start_ingest_process(mosquitto, sqlite_url, tmp_path, "second")
+        proc, log = start_ingest_process(mosquitto, sqlite_url, tmp_path, "ingest-kill9", "second")
         print(f"killed at {at_kill} rows; restarted in {time.monotonic() - t_kill:.1f} s")
         pub.join(120)
         wait_for(lambda: count(eng, "reading") >= n_rows, 60, "all rows after restart", 0.1)
@@ -403,9 +313,57 @@ def test_service_shared_group_two_workers(mosquitto, publisher, sqlite_url):
     eng.dispose()
 
 
+def test_core_dead_letter_redelivery_stored_once(engine, registry):
+    """Dead letters are exactly once per MQTT delivery: a broker redelivery (DUP, same
+    packet id) adds nothing; distinct messages with the same bytes are distinct rows."""
+    sync_registry(engine, registry)
+    core = IngestCore(engine, registry, worker="w1@envcal")
+    bad = b'{"ts": '
+
+    def put(mid, dup=False, qos=1):
+        return core.commit([core.parse(Message(DATA, bad, mid, qos, 0, dup), _now())]).dead_letters
+
+    assert put(7) == 1
+    assert put(7, dup=True) == 0  # died between commit and PUBACK: the broker sent it again
+    assert put(8) == 1  # the same bytes again, a new message
+    assert put(7) == 1  # packet id 7 reused later (first delivery, no DUP): a new message
+    assert put(7, dup=True) == 0  # ... and its redelivery
+    assert core.ingest([(DATA, bad), (DATA, bad)]).dead_letters == 2  # no packet id: no key
+    assert count(engine, "dead_letter") == 5
+    assert count(engine, "dead_letter", "where delivery_key is not null") == 2
+    other = IngestCore(engine, registry, worker="w2@envcal")  # another session's packet id 8
+    assert other.commit([other.parse(Message(DATA, bad, 8, 1, 0, True), _now())]).dead_letters == 1
+    with engine.connect() as conn:
+        mids = [r[0] for r in conn.execute(sa.text("select mqtt_mid from dead_letter order by id"))]
+    assert mids == [7, 8, 7, None, None, 8]
+
+
+def test_service_dead_letter_redelivered_after_crash_stored_once(mosquitto, publisher, db_url):
+    eng, reg = prepared(db_url)
+    cid = "ingest-dead-once"
+    svc = service(mosquitto, eng, reg, client_id=cid)
+    svc._client.ack = lambda mid, qos: None  # the worker dies after the commit, before PUBACK
+    publisher.publish([(DATA, b"{not json")])
+    wait_for(lambda: count(eng, "dead_letter") == 1, 10, "the dead letter")
+    svc.stop()
+    svc = service(mosquitto, eng, reg, client_id=cid)  # the session resumes: redelivery (DUP)
+    try:
+        wait_for(lambda: svc.totals["messages"] >= 1, 10, "the redelivered message")
+        assert svc.totals["dead_letters"] == 0
+        publisher.publish([(DATA, b"{not json")])  # the same bytes, a new message: a new row
+        wait_for(lambda: svc.totals["messages"] >= 2, 10, "the second message")
+    finally:
+        svc.stop()
+    assert count(eng, "dead_letter") == 2
+    with eng.connect() as conn:
+        keys = [r[0] for r in conn.execute(sa.text("select delivery_key from dead_letter order by id"))]
+    assert len(set(keys)) == 2 and None not in keys
+    eng.dispose()
+
+
 def test_message_defaults():
     m = Message("t", b"x")
-    assert (m.mid, m.qos, m.generation) == (0, 0, 0)
+    assert (m.mid, m.qos, m.generation, m.dup) == (0, 0, 0, False)
 
 
 def test_core_hj212_password_checked_when_configured(sqlite_engine, registry):
@@ -421,3 +379,54 @@ def test_core_hj212_password_checked_when_configured(sqlite_engine, registry):
     with sqlite_engine.connect() as conn:
         reason = conn.execute(sa.text("select reason from dead_letter")).scalar_one()
     assert "PW" in reason and "s3cret" not in reason and "123456" not in reason
+
+
+# --------------------------------------------------------------------------- hot path
+from hypothesis import given, settings  # noqa: E402 - the hot-path tests' own imports
+from hypothesis import strategies as st  # noqa: E402
+
+from envcal import models  # noqa: E402
+
+_AWARE = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
+                      timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=8)),
+                                                 dt.timezone(dt.timedelta(hours=-5, minutes=-30))]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(t=_AWARE)
+def test_sqlite_utc_text_equals_sqlalchemy_processor(t):
+    """The ingest hot path formats times itself; it must be SQLAlchemy's exact SQLite text."""
+    from sqlalchemy.dialects import sqlite
+
+    from envcal.ingest import sqlite_utc_text
+
+    d = sqlite.dialect()
+    proc = models.Reading.__table__.c.ts.type.dialect_impl(d).bind_processor(d)
+    assert sqlite_utc_text(t) == proc(t)
+
+
+def test_sqlite_utc_text_naive_refused():
+    from envcal.ingest import sqlite_utc_text
+
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_utc_text(dt.datetime(2026, 1, 1))
+
+
+def test_core_commit_counts_new_and_duplicate_rows(engine, registry):
+    """executemany (SQLite) / RETURNING (PostgreSQL): rows and duplicates counted exactly,
+    and the stored time reads back as the instant sent."""
+    sync_registry(engine, registry)
+    core = IngestCore(engine, registry)
+    now = _now()
+    base = now.replace(microsecond=0) - dt.timedelta(hours=2)
+    topic = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"
+    msgs = [Message(topic, json.dumps({"ts": (base + dt.timedelta(seconds=i, microseconds=7)).isoformat(),
+                                       "values": {"SO2": float(i), "NOx": 1.0}}).encode(), i + 1, 1)
+            for i in range(30)]
+    first = core.commit([core.parse(m, now) for m in msgs], now)
+    again = core.commit([core.parse(m, now) for m in msgs[:10]], now)
+    assert (first.rows, first.duplicates) == (60, 0)
+    assert (again.rows, again.duplicates) == (0, 20)
+    with engine.connect() as conn:
+        ts = conn.execute(sa.select(models.Reading.ts).where(models.Reading.value == 3.0)).scalar_one()
+    assert ts == base + dt.timedelta(seconds=3, microseconds=7)

@@ -6,6 +6,7 @@ import pytest
 import xarray as xr
 
 from envcal import reports
+from envcal.alerts import list_periods
 from envcal.db import init_db, make_engine
 from envcal.ui.seed import seed_demo
 
@@ -35,6 +36,15 @@ def test_reports_network_totals(network):
     assert tot["ooc_hours"] > 0
     assert int(network.daily[["pass", "warn", "fail", "invalid"]].to_numpy().sum()) == tot["checks"]
     assert len(network.daily) == 30
+
+
+def test_reports_ooc_hours_are_the_stored_periods(demo, network):
+    hours: dict[str, float] = {}
+    for p in list_periods(demo):  # the demo's periods: closed, not overlapping, in November
+        dur = pd.Timestamp(p["end"]) - pd.Timestamp(p["start"])
+        hours[p["analyzer_id"]] = hours.get(p["analyzer_id"], 0.0) + dur.total_seconds() / 3600
+    got = network.per_analyzer.set_index("analyzer")["ooc_hours"]
+    assert hours and {a: h for a, h in got.items() if h > 0} == pytest.approx(hours)
 
 
 def test_reports_station_scope(demo, network):

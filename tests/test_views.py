@@ -7,8 +7,11 @@ import pytest
 import sqlalchemy as sa
 
 from envcal import views
+from envcal.alerts import AlertEngine
 from envcal.db import init_db, make_engine, normalize_url
-from envcal.ui.seed import DRIFTING, SILENT, seed_demo
+from envcal.models import OutOfControlPeriod
+from envcal.registry import load_registry
+from envcal.ui.seed import DRIFTING, SILENT, STATIONS, seed_demo
 
 NOW = dt.datetime(2026, 11, 27, 4, 0, tzinfo=dt.UTC)
 
@@ -110,21 +113,67 @@ def test_views_readings_around_check_marks_plateau(demo):
     assert cr.readings["ts"].min() < pd.Timestamp(cr.result["start"])
 
 
-def test_views_derived_periods_last_pass_to_next_pass():
-    t = [NOW + dt.timedelta(days=i) for i in range(6)]
-    res = pd.DataFrame({"analyzer": "A", "analyte": "SO2", "kind": "span", "end": t,
-                        "verdict": ["pass", "fail", "fail", "pass", "fail", "fail"]})
-    p = views._derived_periods(res)
-    assert [(x["start"], x["end"]) for x in p] == [(t[0], t[3]), (t[3], None)]
+def _stored_periods(eng) -> set[tuple]:
+    """(analyzer, analyte, rule, start, end) of every period the alert engine stored."""
+    p = OutOfControlPeriod.__table__.c
+    with eng.connect() as conn:
+        return set(conn.execute(sa.select(p.analyzer_id, p.analyte, p.rule_id, p.start, p.end)))
+
+
+def _shown_periods(df: pd.DataFrame) -> set[tuple]:
+    return {(a, x, r, pd.Timestamp(s).to_pydatetime(),
+             None if e is None or pd.isna(e) else pd.Timestamp(e).to_pydatetime())
+            for a, x, r, s, e in zip(df["analyzer"], df["analyte"], df["rule"], df["start"],
+                                     df["end"], strict=True)}
+
+
+def test_views_periods_exactly_those_the_alert_engine_stored(demo):
+    eng, _ = demo
+    stored = _stored_periods(eng)
+    df = views.out_of_control_periods(eng)
+    assert list(df.columns) == views.PERIOD_COLUMNS
+    assert len(df) == len(stored) >= 2
+    assert _shown_periods(df) == stored
+    drifting = df[(df["analyzer"] == DRIFTING[0]) & (df["analyte"] == DRIFTING[1])]
+    assert len(drifting) >= 1
+    assert set(drifting["kind"]) <= {"zero", "span"}  # the check that opened each period
+    assert drifting["source"].str.contains("HJ 75-2017").all()
+    one = views.out_of_control_periods(eng, analyzer=DRIFTING[0])
+    assert _shown_periods(one) == {p for p in stored if p[0] == DRIFTING[0]}
+
+
+def test_views_periods_nothing_stored_nothing_shown(demo):
+    """With the engine's periods removed the view shows none, although the failing results
+    are still there: the view reads periods, it does not derive them."""
+    eng, _ = demo
+    before = _stored_periods(eng)
+    inside = NOW - dt.timedelta(days=1)  # within the drifting channel's newest stored period
+    st = views.analyzer_states(eng, inside)
+    assert st.loc[st["analyzer"] == DRIFTING[0], "reason"].item() == "open_period"
+    try:
+        with eng.begin() as conn:
+            conn.execute(OutOfControlPeriod.__table__.delete())
+        assert len(views.out_of_control_periods(eng)) == 0
+        assert len(views.control_chart(eng, *DRIFTING).periods) == 0
+        st = views.analyzer_states(eng, inside)
+        assert st.loc[st["analyzer"] == DRIFTING[0], "reason"].item() == "newest_failed"
+    finally:
+        ae = AlertEngine(eng, load_registry(STATIONS))
+        try:
+            ae.reevaluate_all()  # the engine stores the same periods again
+        finally:
+            ae.close()
+    assert _stored_periods(eng) == before
+    assert _shown_periods(views.out_of_control_periods(eng)) == before
 
 
 def test_views_ooc_hours_merge_overlaps():
     s = NOW
     periods = pd.DataFrame({"analyzer": ["A", "A", "B"], "analyte": ["SO2", "NOx", "SO2"],
-                            "kind": None,
+                            "kind": "span", "rule": "hj75.ooc.drift",
                             "start": [s, s + dt.timedelta(hours=2), s],
                             "end": [s + dt.timedelta(hours=4), s + dt.timedelta(hours=6), None],
-                            "source": "derived"})
+                            "source": "HJ 75-2017"})
     h = views.out_of_control_hours(periods, s, s + dt.timedelta(hours=10))
     assert h["A"] == pytest.approx(6.0)  # 0-4 and 2-6 merged
     assert h["B"] == pytest.approx(10.0)  # open: counted to the end of the window

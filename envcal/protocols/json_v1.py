@@ -86,11 +86,20 @@ _KEY_TOKEN = re.compile(r'"\s*:')
 
 
 def _count_keys(obj: object) -> int:
-    if isinstance(obj, dict):
-        return len(obj) + sum(_count_keys(v) for v in obj.values())
-    if isinstance(obj, list):
-        return sum(_count_keys(v) for v in obj)
-    return 0
+    # the decoder builds plain dicts and lists only; recurse into containers alone (hot path)
+    if type(obj) is dict:
+        n = len(obj)
+        items = obj.values()
+    elif type(obj) is list:
+        n = 0
+        items = obj
+    else:
+        return 0
+    for v in items:
+        tv = type(v)
+        if tv is dict or tv is list:
+            n += _count_keys(v)
+    return n
 
 
 def _decode(text: str) -> object:

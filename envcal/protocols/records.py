@@ -38,9 +38,12 @@ class CheckBlock:
     material: str | None = None  # CRM lot id; None/empty for zero air / zero water
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReadingRecord:
-    """One timestamped set of values from one analyzer.
+    """One timestamped set of values from one analyzer (treat as read-only).
+
+    Not ``frozen``: a frozen dataclass sets each field through ``object.__setattr__``, which
+    doubled the cost of building the one record per message on the ingest hot path.
 
     ``values`` maps analyte names (JSON) or HJ 212 pollutant codes (before mapping through
     the registry) to a float, or None when the device sent no number.

@@ -9,6 +9,9 @@ the drifting channel, and creates one account per role.
 :func:`seed_scale` writes a large synthetic network (for ``benchmarks/bench_ui.py``).
 Results are written with :func:`envcal.verify.store_results` (the same path as live
 verification); their numbers are synthetic, their verdicts come from the rule packs.
+Both then run the alert engine over the results
+(:meth:`envcal.alerts.AlertEngine.reevaluate_all`, as the service does), so the alerts and
+out-of-control periods the UI reads are the engine's own.
 """
 
 from __future__ import annotations
@@ -105,7 +108,8 @@ def seed_demo(engine: Engine, *, now: dt.datetime | None = None, days: int = 28,
     -------
     dict
         ``now``, ``results`` (count), ``certificates`` (ids), ``drifting_result`` (id of the
-        newest check of the drifting channel, which has raw readings).
+        newest check of the drifting channel, which has raw readings), ``alerts`` (alert
+        transitions made by the alert engine).
     """
     from envcal.certificates import CertificateError, import_certificate
     from envcal.registry import load_registry, sync_registry
@@ -174,12 +178,10 @@ def seed_demo(engine: Engine, *, now: dt.datetime | None = None, days: int = 28,
 
 
 def _seed_alerts(engine: Engine, reg) -> int:
-    """Raise alerts and out-of-control periods from the results with :mod:`envcal.alerts`
-    (the service's own evaluation); 0 when that module is unavailable."""
-    try:
-        from envcal.alerts import AlertEngine
-    except ImportError:
-        return 0
+    """Raise alerts and store out-of-control periods from the results with the alert
+    engine (the service's own evaluation); the number of alert transitions."""
+    from envcal.alerts import AlertEngine
+
     ae = AlertEngine(engine, reg)
     try:
         return len(ae.reevaluate_all())
@@ -229,13 +231,15 @@ def _seed_readings(engine: Engine, reg, now: dt.datetime) -> int | None:
 def seed_scale(engine: Engine, *, analyzers: int = 1000, days: int = 365,
                now: dt.datetime | None = None, seed: int = 1) -> int:
     """A synthetic network of ``analyzers`` flue-gas CEMS (one SO2 channel each, HJ 75-2017)
-    at 100 stations, with one daily span check per analyzer for ``days`` days.
+    at ``analyzers // 10`` stations, with one daily span check per analyzer for ``days``
+    days, evaluated by the alert engine (alerts and out-of-control periods stored).
 
     Returns
     -------
     int
         Number of results written.
     """
+    from envcal.registry import AnalyzerSpec, ChannelSpec, Registry, StationSpec
     from envcal.rules import load_pack
 
     now = (now or utcnow()).astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
@@ -243,15 +247,23 @@ def seed_scale(engine: Engine, *, analyzers: int = 1000, days: int = 365,
     rule = pack.rules_for("span", "SO2")[0]
     rng = np.random.default_rng(seed)
     n_st = max(1, analyzers // 10)
+    reg = Registry()
+    for i in range(n_st):
+        reg.stations[f"ST{i:04d}"] = StationSpec(
+            id=f"ST{i:04d}", name=f"站点 {i:04d}", kind="flue_gas", lat=27.0 + 4.0 * rng.random(),
+            lon=118.0 + 4.0 * rng.random(), operator=f"运营单位 {i % 40:02d}")
+    for i in range(analyzers):
+        reg.analyzers[f"A{i:05d}"] = AnalyzerSpec(
+            id=f"A{i:05d}", station=f"ST{i % n_st:04d}", model="CEMS-2000", serial=f"S{i:05d}",
+            rule_pack="hj75_2017", channels=[ChannelSpec(analyte="SO2", unit="mg/m3", span=200.0)])
     with engine.begin() as conn:
         conn.execute(Station.__table__.insert(), [
-            {"id": f"ST{i:04d}", "name": f"站点 {i:04d}", "kind": "flue_gas",
-             "lat": 27.0 + 4.0 * rng.random(), "lon": 118.0 + 4.0 * rng.random(),
-             "operator": f"运营单位 {i % 40:02d}"} for i in range(n_st)])
+            {"id": s.id, "name": s.name, "kind": s.kind, "lat": s.lat, "lon": s.lon,
+             "operator": s.operator} for s in reg.stations.values()])
         conn.execute(Analyzer.__table__.insert(), [
-            {"id": f"A{i:05d}", "station_id": f"ST{i % n_st:04d}", "model": "CEMS-2000",
-             "serial": f"S{i:05d}", "mn": None, "rule_pack": "hj75_2017", "protocol": "json"}
-            for i in range(analyzers)])
+            {"id": a.id, "station_id": a.station, "model": a.model, "serial": a.serial,
+             "mn": None, "rule_pack": a.rule_pack, "protocol": a.protocol}
+            for a in reg.analyzers.values()])
         conn.execute(Channel.__table__.insert(), [
             {"analyzer_id": f"A{i:05d}", "analyte": "SO2", "unit": "mg/m3", "span": 200.0,
              "hj212_code": None} for i in range(analyzers)])
@@ -292,4 +304,5 @@ def seed_scale(engine: Engine, *, analyzers: int = 1000, days: int = 365,
                 conn.execute(sa.Table("check_result", sa.MetaData(), autoload_with=conn).insert(),
                              [dict(zip(cols, r, strict=True)) for r in rows])
             n += len(rows)
+    _seed_alerts(engine, reg)
     return n

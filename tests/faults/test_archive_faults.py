@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 import pytest
-from fault_support import DATA, count, payload, prepared, reading
+from support.mqtt_ingest import DATA, count, payload, prepared, reading
 
 from envcal.archive import compact
 from envcal.ingest import IngestCore

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from fault_support import (
+from support.mqtt_ingest import (
     IngestProcess,
     Publisher,
     count,

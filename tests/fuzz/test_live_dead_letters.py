@@ -7,21 +7,17 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from fuzz_inputs import hj212_seeds, mutate
+from support.mqtt_ingest import DATA, Publisher, count, payload, prepared, reading, wait_for
 
 from envcal.ingest import IngestService
 from envcal.protocols import hj212, json_v1
 from envcal.protocols.records import ProtocolError
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-from fault_support import DATA, Publisher, count, payload, prepared, reading, wait_for  # noqa: E402
 
 pytestmark = pytest.mark.slow
 HJ_TOPIC = "envcal/ZJ-JX-PP01/JX-PP01-CEMS/hj212"

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 04:30:09.338394
+Create Date: 2026-11-27 07:53:34.434652
 """
 from collections.abc import Sequence
 
@@ -49,6 +49,13 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_alert_state'), ['state'], unique=False)
         batch_op.create_index(batch_op.f('ix_alert_station_id'), ['station_id'], unique=False)
 
+    op.create_table('analyzer_lease',
+    sa.Column('analyzer_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
+    sa.Column('owner', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('lease_until', envcal.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('acquired_at', envcal.db.UTCDateTime(timezone=True), nullable=True),
+    sa.PrimaryKeyConstraint('analyzer_id')
+    )
     op.create_table('app_user',
     sa.Column('name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
     sa.Column('role', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
@@ -91,7 +98,9 @@ def upgrade() -> None:
     sa.Column('reason', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.Column('analyzer_id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('mqtt_mid', sa.Integer(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    sa.Column('delivery_key', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('delivery_key', name='uq_dead_letter_delivery')
     )
     with op.batch_alter_table('dead_letter', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_dead_letter_received_at'), ['received_at'], unique=False)
@@ -173,6 +182,16 @@ def upgrade() -> None:
     sa.Column('operator', sqlmodel.sql.sqltypes.AutoString(), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
+    op.create_table('worker_heartbeat',
+    sa.Column('worker', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('group_name', sqlmodel.sql.sqltypes.AutoString(length=128), nullable=False),
+    sa.Column('started_at', envcal.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('seen_at', envcal.db.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('worker')
+    )
+    with op.batch_alter_table('worker_heartbeat', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_worker_heartbeat_group_name'), ['group_name'], unique=False)
+
     op.create_table('alert_event',
     sa.Column('id', sa.Integer(), nullable=False),
     sa.Column('alert_id', sa.Integer(), nullable=False),
@@ -514,6 +533,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_alert_event_alert_id'))
 
     op.drop_table('alert_event')
+    with op.batch_alter_table('worker_heartbeat', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_worker_heartbeat_group_name'))
+
+    op.drop_table('worker_heartbeat')
     op.drop_table('station')
     with op.batch_alter_table('rule_confirmation', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_rule_confirmation_pack'))
@@ -545,6 +568,7 @@ def downgrade() -> None:
     op.drop_table('audit_log')
     op.drop_table('attachment')
     op.drop_table('app_user')
+    op.drop_table('analyzer_lease')
     with op.batch_alter_table('alert', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_alert_station_id'))
         batch_op.drop_index(batch_op.f('ix_alert_state'))

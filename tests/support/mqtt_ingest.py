@@ -1,6 +1,6 @@
-"""Helpers for the fault-injection tests: a confirming QoS 1 publisher, an ``envcal ingest``
-subprocess, readings and counts (the minimal bits of tests/test_ingest.py, copied so this
-folder stands alone)."""
+"""Helpers of the MQTT ingest tests (tests/test_ingest.py, tests/faults/, tests/fuzz/): JSON v1
+readings, a prepared database, row counts, polling, a confirming QoS 1 publisher and an
+``envcal ingest`` subprocess."""
 
 from __future__ import annotations
 
@@ -30,10 +30,10 @@ def now_utc() -> dt.datetime:
     return dt.datetime.now(dt.UTC).replace(microsecond=0)
 
 
-def reading(seq: int, base: dt.datetime) -> dict:
+def reading(seq: int, base: dt.datetime, **extra) -> dict:
     """One JSON v1 reading of two values (SO2, NOx), one second apart per ``seq``."""
     return {"ts": (base + dt.timedelta(seconds=seq)).isoformat(), "seq": seq,
-            "values": {"SO2": 10.0 + seq % 7, "NOx": 20.0}}
+            "values": {"SO2": 10.0 + seq % 7, "NOx": 20.0}, **extra}
 
 
 def payload(obj) -> bytes:
@@ -46,6 +46,7 @@ def stream(n_msgs: int, base: dt.datetime) -> list[tuple[str, bytes]]:
 
 
 def prepared(url: str):
+    """(engine, registry) of a migrated database holding the stations of ``stations/``."""
     eng = make_engine(url)
     init_db(eng)
     reg = load_registry(STATIONS)
@@ -78,7 +79,8 @@ def wait_for(cond, timeout: float, what: str, interval: float = 0.05):
 
 class Publisher:
     """QoS 1 publisher that waits for PUBACKs and re-sends a chunk the broker did not confirm
-    (duplicates are harmless: the unique keys absorb them)."""
+    (duplicates are harmless: the unique keys absorb them). An exception of :meth:`publish`
+    is also kept in ``error``, for tests that publish from a thread."""
 
     def __init__(self, broker) -> None:
         self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{uuid.uuid4().hex[:8]}",
@@ -96,7 +98,7 @@ class Publisher:
             return False
         return info.is_published()
 
-    def publish(self, items, chunk: int = 200, pause: float = 0.0, timeout: float = 120.0) -> None:
+    def publish(self, items, chunk: int = 100, pause: float = 0.0, timeout: float = 120.0) -> None:
         try:
             deadline = time.monotonic() + timeout
             for i in range(0, len(items), chunk):
@@ -120,9 +122,30 @@ class Publisher:
         self.c.loop_stop()
 
 
+def start_ingest_process(broker, url: str, tmp_path: Path, client_id: str, log_name: str,
+                         *extra: str, timeout: float = 60.0) -> tuple[subprocess.Popen, Path]:
+    """``python -m envcal.cli ingest`` with a fixed client id (persistent MQTT session),
+    started and subscribed; its output goes to ``tmp_path / f"{log_name}.log"``."""
+    log = tmp_path / f"{log_name}.log"
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "envcal.cli", "ingest", "--broker", broker.url, "--db", url,
+         "--archive", str(tmp_path / "archive"), "--stations", str(STATIONS),
+         "--client-id", client_id, "--batch-seconds", "0.05", *extra],
+        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    try:
+        wait_for(lambda: "subscribed" in log.read_text(errors="replace") or proc.poll() is not None,
+                 timeout, "ingest process to subscribe")
+    except AssertionError:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        raise
+    assert proc.poll() is None, log.read_text(errors="replace")
+    return proc, log
+
+
 class IngestProcess:
-    """``python -m envcal.cli ingest`` as a subprocess with a fixed client id (persistent
-    MQTT session), restartable after a kill."""
+    """:func:`start_ingest_process` restartable after a kill (one log file per start)."""
 
     def __init__(self, broker, url: str, tmp_path: Path, client_id: str, *extra: str) -> None:
         self.broker, self.url, self.tmp_path = broker, url, tmp_path
@@ -133,21 +156,9 @@ class IngestProcess:
 
     def start(self, timeout: float = 60.0) -> IngestProcess:
         self.starts += 1
-        self.log = self.tmp_path / f"{self.client_id}-{self.starts}.log"
-        env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "envcal.cli", "ingest", "--broker", self.broker.url,
-             "--db", self.url, "--archive", str(self.tmp_path / "archive"),
-             "--stations", str(STATIONS), "--client-id", self.client_id,
-             "--batch-seconds", "0.05", *self.extra],
-            stdout=self.log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=self.tmp_path)
-        try:
-            wait_for(lambda: "subscribed" in self.text() or self.proc.poll() is not None,
-                     timeout, "ingest process to subscribe")
-        except AssertionError:
-            self.kill()
-            raise
-        assert self.proc.poll() is None, self.text()
+        self.proc, self.log = start_ingest_process(
+            self.broker, self.url, self.tmp_path, self.client_id,
+            f"{self.client_id}-{self.starts}", *self.extra, timeout=timeout)
         return self
 
     def text(self) -> str:

@@ -1,0 +1,102 @@
+"""Dead letters exactly once: the identity of one MQTT delivery, and the insert that uses it.
+
+A message that cannot be accepted is stored raw in ``dead_letter`` and acknowledged. If the
+worker dies after the commit and before the PUBACK, the broker sends the message again when
+the session resumes — with the same packet identifier and the DUP flag set (MQTT 5.0
+§3.3.1.1, §4.4). Readings absorb such a redelivery by their natural key; a dead letter has
+none, so it gets one: ``delivery_key = sha256(receiving client, packet id, topic, payload)``.
+
+- A redelivery (DUP = 1) whose key is stored inserts nothing (``ON CONFLICT DO NOTHING``).
+- A first delivery (DUP = 0) always inserts. Packet ids are reused once acknowledged, so
+  an older row may hold the same key (same client, bytes and, 65535 messages later, the same
+  packet id); it gives its key up first (set to NULL). Two distinct bad messages with the
+  same bytes are therefore always two rows.
+- Without a packet id (QoS 0, :meth:`envcal.ingest.IngestCore.ingest`) the key is NULL and
+  never collides.
+
+Limitation: a broker that hands an unacknowledged message of an *expired* session to
+another member of a shared-subscription group (MQTT 5.0 §4.8.2 allows it; Mosquitto keeps
+it in the session) uses another client and packet id: that copy is a second row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+
+
+def delivery_key(receiver: str, mid: int | None, topic: str, payload: bytes) -> str | None:
+    """The identity of one MQTT delivery (None without a packet id).
+
+    Parameters
+    ----------
+    receiver : str
+        The receiving MQTT client (its session), e.g. ``client_id@group``.
+    mid : int or None
+        MQTT packet identifier (0 or None: QoS 0, no identity).
+    topic : str
+    payload : bytes
+
+    Returns
+    -------
+    str or None
+        64 hex digits.
+
+    References
+    ----------
+    OASIS MQTT Version 5.0, §2.2.1 (packet identifier), §3.3.1.1 (DUP flag), §4.4
+    (message delivery retry).
+    """
+    if not mid:
+        return None
+    h = hashlib.sha256()
+    for part in (receiver.encode(), str(int(mid)).encode(), topic.encode()):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    h.update(bytes(payload))
+    return h.hexdigest()
+
+
+def store_dead_letters(conn: sa.Connection, insert, table: sa.Table, rows: Sequence[dict],
+                       redelivered: Sequence[bool]) -> int:
+    """Insert dead-letter rows exactly once per MQTT delivery.
+
+    Parameters
+    ----------
+    conn : Connection
+        Inside the batch's transaction.
+    insert : callable
+        The dialect's ``insert`` (``sqlalchemy.dialects.<db>.insert``).
+    table : Table
+        ``dead_letter``.
+    rows : sequence of dict
+        Column values, ``delivery_key`` included (may be None).
+    redelivered : sequence of bool
+        The MQTT DUP flag of each row's message.
+
+    Returns
+    -------
+    int
+        Rows inserted.
+    """
+    rows = [dict(r) for r in rows]
+    # a first delivery: an older row with the same key was a different message (reused
+    # packet id); within one batch too, the key stays with the last first delivery
+    seen: set[str] = set()
+    for r, dup in zip(reversed(rows), reversed(redelivered), strict=True):
+        k = r.get("delivery_key")
+        if k is not None and not dup:
+            if k in seen:
+                r["delivery_key"] = None
+            seen.add(k)
+    first = sorted({r["delivery_key"] for r, dup in zip(rows, redelivered, strict=True)
+                    if not dup and r.get("delivery_key") is not None})
+    if first:
+        conn.execute(table.update().where(table.c.delivery_key.in_(first)).values(delivery_key=None))
+    stmt = insert(table).on_conflict_do_nothing(index_elements=["delivery_key"]).returning(table.c.id)
+    n = 0
+    for r in rows:  # dead letters are rare: one statement each, RETURNING counts them
+        n += conn.execute(stmt, r).first() is not None
+    return n

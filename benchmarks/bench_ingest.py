@@ -163,7 +163,7 @@ def run(quick: bool) -> list[dict]:
     from envcal.ingest import topics
 
     n = 3_000 if quick else 30_000
-    rounds = 2  # alternate bare/envcal and keep the best of each: the machine may be shared
+    rounds = 3  # alternate bare/envcal and keep the best of each: the machine may be shared
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         with Mosquitto(tmp / "mosquitto") as broker:

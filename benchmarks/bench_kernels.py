@@ -4,7 +4,10 @@ reference implementation, ioos_qc, SaQC).
 Timing: JIT warm-up is excluded, and envcal and its baseline are timed in alternation
 (:func:`_alternating_best`, best of several rounds each), so that load from other processes
 on a shared machine hits both sides alike instead of whichever happened to run during a
-burst.
+burst. In the drift rows comparison each timed call follows a settle pause: OpenBLAS's
+worker threads busy-wait for about 0.1 s after every call (measured: ~100 ms of CPU in a
+0.3 s sleep after ``Y @ t``, ~8 ms after the numba kernel), so without it the envcal call
+timed right after ``Y @ t`` shares a core with a spinning BLAS thread.
 
 BLAS baseline: where OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set (older OpenBLAS builds
 need them on some processors; they slow a current numpy), the ``Y @ t`` baseline runs in a
@@ -30,14 +33,22 @@ from envcal import kernels as K
 from envcal import kernels_ref as R
 
 _BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+#: pause before each timed call of the drift rows comparison [s] (> OpenBLAS's busy-wait)
+_SETTLE_S = 0.25
 
 
-def _alternating_best(fns: dict, repeat: int) -> dict:
-    """Best wall time [s] of each callable over ``repeat`` rounds, calling them in turn."""
+def _alternating_best(fns: dict, repeat: int, settle: float = 0.0) -> dict:
+    """Best wall time [s] of each callable over ``repeat`` rounds, calling them in turn.
+
+    ``settle`` [s] is slept before each timed call, so that worker threads the previous
+    call left spinning (OpenBLAS busy-waits about 0.1 s after each call; OpenMP briefly)
+    are asleep and do not take a core from the next one."""
     best = {k: float("inf") for k in fns}
     for _ in range(repeat):
         for k, fn in fns.items():
             gc.collect()
+            if settle:
+                time.sleep(settle)
             t0 = time.perf_counter()
             fn()
             best[k] = min(best[k], time.perf_counter() - t0)
@@ -139,12 +150,17 @@ def bench_drift_rows(quick: bool) -> list[dict]:
     else:
         t32 = t.astype(np.float32)
         Y @ t32
+        # both sides multi-threaded (numba: all cores, OpenBLAS: its default threads); each
+        # timed call starts after a settle pause, because OpenBLAS's workers busy-wait ~0.1 s
+        # after a call and would otherwise take a core from the envcal call that follows
         best = _alternating_best({"envcal": lambda: K.drift_slope_rows(t, Y),
-                                  "blas": lambda: Y @ t32}, 5)
+                                  "blas": lambda: Y @ t32}, 7, settle=_SETTLE_S)
         env_s, base_s = best["envcal"], best["blas"]
         blas, how = _blas_info(), "in process (no OPENBLAS_* set), alternating with envcal"
     return [row("drift_slope_vs_numpy_blas", env_s, "float32 Y @ t (BLAS gemv)", base_s,
-                shape=[r, p], max_rel_err_slope=err, blas=blas, blas_run=how)]
+                shape=[r, p], max_rel_err_slope=err, blas=blas, blas_run=how,
+                numba_threads=K.numba.get_num_threads(), settle_s=_SETTLE_S,
+                gb_per_s_envcal=Y.nbytes / env_s / 1e9, gb_per_s_blas=Y.nbytes / base_s / 1e9)]
 
 
 def _checks(m: int, w: int = 60):

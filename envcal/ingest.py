@@ -692,7 +692,9 @@ class IngestService:
         from paho.mqtt.packettypes import PacketTypes
         from paho.mqtt.properties import Properties
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        from envcal.mqtt_client import BufferedClient
+
+        c = BufferedClient(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
                         protocol=mqtt.MQTTv5, manual_ack=True)
         c.on_connect = self._on_connect
         c.on_subscribe = self._on_subscribe
@@ -789,9 +791,8 @@ class IngestService:
             return  # stopping while the database is unreachable: leave them unacked
         c = self._client
         gen = self._gen
-        for m in batch:
-            if m.qos and m.generation == gen and c is not None:
-                c.ack(m.mid, m.qos)
+        if c is not None:  # one write for the batch; never ack across a reconnect
+            c.ack_many([(m.mid, m.qos) for m in batch if m.qos and m.generation == gen])
         for r in results:
             t = self.totals
             t["messages"] += r.messages

@@ -885,10 +885,42 @@ _FASTMATH_SUMS = {"reassoc", "contract", "nsz", "arcp"}
 
 
 @njit(cache=True, fastmath=_FASTMATH_SUMS)
-def _row_sums(tc, st_all, stt_all, row):
-    # NaN-aware pass over one row (masks, not branches, so LLVM vectorises; unsigned indices
-    # so it needs no negative-index wrap-around); the sums of t over all columns are
-    # precomputed, and only a row with gaps takes a second pass to subtract the t sums of
+def _t_grid(t):
+    # The time grid of drift_slope_rows, in three vectorised passes over t (all finite,
+    # checked by the caller): the centre tshift (mean of t), the sums of tc = t - tshift and
+    # tc², and whether t is equally spaced to its rounding (|tc_j - (t0 + dt j)| <= 4 eps
+    # max|t| for all j; max|t| of such a grid is at an end). No array is allocated: the
+    # kernels form tc on the fly. Float64 throughout.
+    p = t.shape[0]
+    m = np.uint64(p)
+    s = 0.0
+    for j in range(m):
+        s += t[j]
+    tshift = s / p if p > 0 else 0.0
+    st = 0.0
+    stt = 0.0
+    for j in range(m):
+        a = t[j] - tshift
+        st += a
+        stt += a * a
+    if p < 2:
+        return tshift, st, stt, 0.0, 0.0, False
+    t0 = t[0] - tshift
+    dt = ((t[p - 1] - tshift) - t0) / (p - 1)
+    tol = 4.0 * np.finfo(np.float64).eps * max(abs(t[0]), abs(t[p - 1]))
+    nbad = 0
+    jf = 0.0
+    for j in range(m):  # a count, not an early exit, so that the pass vectorises
+        nbad += abs((t[j] - tshift) - (t0 + dt * jf)) > tol
+        jf += 1.0
+    return tshift, st, stt, t0, dt, nbad == 0
+
+
+@njit(cache=True, fastmath=_FASTMATH_SUMS)
+def _row_sums(t, tshift, st_all, stt_all, row):
+    # NaN-aware pass over one row (masks, not branches; unsigned indices so it needs no
+    # negative-index wrap-around); the sums of tc = t - tshift over all columns are
+    # precomputed, and only a row with gaps takes a second pass to subtract the tc sums of
     # its gaps. float64 accumulation throughout.
     p = np.uint64(row.shape[0])
     k = 0.0
@@ -907,7 +939,7 @@ def _row_sums(tc, st_all, stt_all, row):
         d = v - k if ok else 0.0
         nbad += 0.0 if ok else 1.0
         sy += d
-        sty += tc[j] * d
+        sty += (t[j] - tshift) * d
         syy += d * d
     n = row.shape[0] - nbad
     st = st_all
@@ -915,38 +947,39 @@ def _row_sums(tc, st_all, stt_all, row):
     if nbad > 0.0:
         for j in range(p):
             v = np.float64(row[j])
-            a = tc[j]
             if not v - v == 0.0:
+                a = t[j] - tshift
                 st -= a
                 stt -= a * a
     return n, st, stt, sy, sty, syy, k
 
 
 @njit(cache=True, fastmath=_FASTMATH_SUMS)
-def _quad_sums_tc(tc, r0, r1, r2, r3, k, out):
-    # Branch-free pass over four rows at once: each tc[j] load serves four rows, and the rows
-    # give independent dependency chains; float32 samples are widened in-register. A NaN/inf
-    # anywhere in a row leaves that row's sums non-finite (the caller then redoes the row
-    # with :func:`_row_sums`). out[3q : 3q+3] = Σd, Σ tc d, Σd² of row q, d = y - k[q].
+def _quad_sums_tc(t, tshift, r0, r1, r2, r3, k, out):
+    # Branch-free pass over four rows at once: each t load (centred in-register) serves four
+    # rows, and the rows give independent dependency chains; float32 samples are widened
+    # in-register. A NaN/inf anywhere in a row leaves that row's sums non-finite (the caller
+    # then redoes the row with :func:`_row_sums`). out[3q : 3q+3] = Σd, Σ tc d, Σd² of row
+    # q, d = y - k[q], tc = t - tshift.
     a0 = b0 = c0 = a1 = b1 = c1 = a2 = b2 = c2 = a3 = b3 = c3 = 0.0
     k0, k1, k2, k3 = k[0], k[1], k[2], k[3]
     for j in range(np.uint64(r0.shape[0])):
-        t = tc[j]
+        tt = t[j] - tshift
         d0 = np.float64(r0[j]) - k0
         d1 = np.float64(r1[j]) - k1
         d2 = np.float64(r2[j]) - k2
         d3 = np.float64(r3[j]) - k3
         a0 += d0
-        b0 += t * d0
+        b0 += tt * d0
         c0 += d0 * d0
         a1 += d1
-        b1 += t * d1
+        b1 += tt * d1
         c1 += d1 * d1
         a2 += d2
-        b2 += t * d2
+        b2 += tt * d2
         c2 += d2 * d2
         a3 += d3
-        b3 += t * d3
+        b3 += tt * d3
         c3 += d3 * d3
     out[0], out[1], out[2] = a0, b0, c0
     out[3], out[4], out[5] = a1, b1, c1
@@ -1016,48 +1049,23 @@ def _finish_rows(n, st, stt, sy, sty, syy, k, tshift):
 
 
 @njit(cache=True)
-def _finish_one_row(tc, st_all, stt_all, row, k, sy, sty, syy, tshift, slope, se, icpt, n, i):
+def _finish_one_row(t, tshift, st_all, stt_all, row, k, sy, sty, syy, slope, se, icpt, n, i):
     p = np.float64(row.shape[0])
     if sy - sy == 0.0 and sty - sty == 0.0 and syy - syy == 0.0:
         nn, st, stt = p, st_all, stt_all
     else:  # a gap (or inf) in the row: the NaN-aware pass
-        nn, st, stt, sy, sty, syy, k = _row_sums(tc, st_all, stt_all, row)
+        nn, st, stt, sy, sty, syy, k = _row_sums(t, tshift, st_all, stt_all, row)
     slope[i], se[i], icpt[i] = _finish_rows(nn, st, stt, sy, sty, syy, k, tshift)
     n[i] = np.int64(nn)
 
 
 @njit(cache=True, parallel=True)
 def _drift_rows_kernel(t, y2d):
+    # t: float64, all finite (checked by drift_slope_rows). For equally spaced times (to the
+    # rounding of t) tc_j = t0 + dt j, and Σ tc d is formed as t0 Σd + dt Σ j d without
+    # reading t (the dense pass then reads Y only).
     r = y2d.shape[0]
-    p = t.shape[0]
-    ssum = 0.0
-    cnt = 0
-    for j in range(p):
-        a = np.float64(t[j])
-        if a - a == 0.0:
-            ssum += a
-            cnt += 1
-    tshift = ssum / cnt if cnt > 0 else 0.0
-    tc = np.empty(p, np.float64)
-    st_all = 0.0
-    stt_all = 0.0
-    tmax = 0.0
-    for j in range(p):
-        a = np.float64(t[j]) - tshift
-        tc[j] = a
-        st_all += a
-        stt_all += a * a
-        tmax = max(tmax, abs(np.float64(t[j])))
-    # equally spaced times (to the rounding of t): tc[j] = t0 + dt j, and Σ tc d is formed
-    # as t0 Σd + dt Σ j d without reading tc (the dense pass then reads Y only)
-    t0 = tc[0] if p > 0 else 0.0
-    dt = (tc[p - 1] - tc[0]) / (p - 1) if p > 1 else 0.0
-    lin = p > 1
-    tol = 4.0 * np.finfo(np.float64).eps * tmax
-    for j in range(p):
-        if abs(tc[j] - (t0 + dt * j)) > tol:
-            lin = False
-            break
+    tshift, st_all, stt_all, t0, dt, lin = _t_grid(t)
     slope = np.empty(r, np.float64)
     se = np.empty(r, np.float64)
     icpt = np.empty(r, np.float64)
@@ -1072,7 +1080,8 @@ def _drift_rows_kernel(t, y2d):
         if lin:
             _quad_sums_lin(y2d[idx[0]], y2d[idx[1]], y2d[idx[2]], y2d[idx[3]], kk, out)
         else:
-            _quad_sums_tc(tc, y2d[idx[0]], y2d[idx[1]], y2d[idx[2]], y2d[idx[3]], kk, out)
+            _quad_sums_tc(t, tshift, y2d[idx[0]], y2d[idx[1]], y2d[idx[2]], y2d[idx[3]], kk,
+                          out)
         for q in range(4):
             if q > 0 and idx[q] == idx[q - 1]:
                 break
@@ -1080,8 +1089,8 @@ def _drift_rows_kernel(t, y2d):
             sty = out[3 * q + 1]
             if lin:
                 sty = t0 * sy + dt * sty
-            _finish_one_row(tc, st_all, stt_all, y2d[idx[q]], kk[q], sy, sty, out[3 * q + 2],
-                            tshift, slope, se, icpt, n, idx[q])
+            _finish_one_row(t, tshift, st_all, stt_all, y2d[idx[q]], kk[q], sy, sty,
+                            out[3 * q + 2], slope, se, icpt, n, idx[q])
     return slope, se, icpt, n
 
 
@@ -1104,7 +1113,8 @@ def drift_slope_rows(t: np.ndarray, Y: np.ndarray):
 
     Notes
     -----
-    Single pass with t centred on its mean and each row shifted by its first finite value,
+    Single pass with t centred on its mean (in-register, no copy of t; the grid statistics
+    take three vectorised passes over t) and each row shifted by its first finite value,
     float64 accumulation, rows processed in parallel (independent, so deterministic). Four
     rows are read together in a branch-free, vectorised pass (each t load serves four rows;
     for equally spaced t, to the rounding of t, t is not read at all: Σ t d = t0 Σ d +

@@ -342,7 +342,7 @@ def test_service_dead_letter_redelivered_after_crash_stored_once(mosquitto, publ
     eng, reg = prepared(db_url)
     cid = "ingest-dead-once"
     svc = service(mosquitto, eng, reg, client_id=cid)
-    svc._client.ack = lambda mid, qos: None  # the worker dies after the commit, before PUBACK
+    svc._client.ack_many = lambda messages: None  # the worker dies after the commit, before PUBACK
     publisher.publish([(DATA, b"{not json")])
     wait_for(lambda: count(eng, "dead_letter") == 1, 10, "the dead letter")
     svc.stop()

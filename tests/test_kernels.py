@@ -592,3 +592,47 @@ def test_drift_slope_rows_groups_gaps_and_time_grids(rows, uniform):
     for i in range(rows):
         ref = R.drift_slope(t, Y[i])
         _same([slope[i], se[i], icpt[i], n[i]], ref, rtol=1e-9, atol=1e-12)
+
+
+def test_drift_rows_t_grid_worked_example():
+    # t = 1..5: mean 3, tc = -2..2 -> Σtc 0, Σtc² 4+1+0+1+4 = 10, t0 -2, dt 1, equally spaced
+    tshift, st_, stt, t0, dt, lin = K._t_grid(np.arange(1.0, 6.0))
+    assert (tshift, st_, stt, t0, dt, lin) == (3.0, 0.0, 10.0, -2.0, 1.0, True)
+    # t = 0, 1, 3: mean 4/3, not equally spaced (1 != 0 + 1.5 at j = 1)
+    tshift, st_, stt, t0, dt, lin = K._t_grid(np.array([0.0, 1.0, 3.0]))
+    assert tshift == pytest.approx(4 / 3, rel=1e-15) and not lin
+    assert stt == pytest.approx(16 / 9 + 1 / 9 + 25 / 9, rel=1e-14)
+    assert K._t_grid(np.array([7.0]))[5] is False  # one point: no spacing
+
+
+@SETTINGS
+@given(start=st.floats(-1e5, 1e5, allow_nan=False), step_exp=st.integers(-10, 4),
+       p=st.integers(3, 3000), jitter=st.booleans())
+def test_drift_rows_t_grid_matches_py_func(start, step_exp, p, jitter):
+    # exactly representable grids (power-of-two steps from an integer start) are equally
+    # spaced for both; a jittered grid (steps differing by 1e-3 of a step) for neither
+    t = np.floor(start) + np.arange(p) * 2.0 ** step_exp
+    if jitter:
+        t[p // 2] += 1e-3 * 2.0 ** step_exp
+    got = K._t_grid(t)
+    ref = K._t_grid.py_func(t)
+    assert got[5] == ref[5] == (not jitter)
+    _same(got[:5], ref[:5], rtol=1e-12, atol=1e-12 * (abs(t).max() + 1.0) * p)
+
+
+@SETTINGS
+@given(y=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(2, 40)),
+                elements=st.one_of(st.floats(-1e3, 1e3, width=32), st.just(np.nan))),
+       uniform=st.booleans())
+def test_drift_rows_kernel_matches_py_func(y, uniform):
+    # the parallel kernel against its pure-Python self (prange as range), both time grids,
+    # short last groups and gaps included
+    p = y.shape[1]
+    t = 100.0 + np.arange(p) * 0.5
+    if not uniform:
+        t = t + np.linspace(0.0, 0.3, p) ** 2
+    got = K._drift_rows_kernel(t, y)
+    ref = K._drift_rows_kernel.py_func(t, y)
+    for g, r in zip(got, ref, strict=True):
+        _same(g, r, rtol=1e-9, atol=1e-9)
+    assert np.array_equal(got[3], ref[3])

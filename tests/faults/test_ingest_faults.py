@@ -189,13 +189,14 @@ def test_ingest_postgresql_restart_stops_acking_and_resumes(broker, pg_database)
     svc = IngestService(broker.url, url, reg, client_id="ingest-pg-restart", batch_seconds=0.05).start()
     assert svc.ready.wait(10), "ingest service did not subscribe"
     acks: list[float] = []
-    real_ack = svc._client.ack
+    real_ack_many = svc._client.ack_many
 
-    def counting_ack(mid, qos):  # a spy: the real ack still goes to the broker
-        acks.append(time.monotonic())
-        return real_ack(mid, qos)
+    def counting_ack_many(messages):  # a spy: the real acks still go to the broker
+        messages = list(messages)
+        acks.extend([time.monotonic()] * len(messages))
+        return real_ack_many(messages)
 
-    svc._client.ack = counting_ack
+    svc._client.ack_many = counting_ack_many
     pub = Publisher(broker)
     t = threading.Thread(target=pub.publish, args=(items,), kwargs={"chunk": 100, "pause": 0.02},
                          daemon=True)

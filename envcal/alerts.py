@@ -36,7 +36,10 @@ State machine: open → acknowledged → resolved (automatically when the condit
 or by staff with a note); one unresolved alert per (analyzer, analyte, kind) — a unique
 ``open_key`` in the database; new evidence updates it. Every transition is an
 :class:`~envcal.models.AlertEvent`, an audit-trail entry, an MQTT message on
-``envcal/alerts/{station}/{analyzer}`` and, when configured, a webhook delivery.
+``envcal/alerts/{station}/{analyzer}`` and, when configured, a webhook delivery. Delivery
+is at least once (the MQTT outbox of :mod:`envcal.outbox`, webhook retries): every payload
+carries the transition's ``event_id`` (the :class:`~envcal.models.AlertEvent` id) and
+consumers de-duplicate by it.
 Evaluation recomputes the desired state from stored data, so replaying a period opens
 nothing twice (an alert resolved by staff is not reopened by the evidence that opened it).
 
@@ -418,6 +421,125 @@ class Desired:
     note: str = "condition cleared"
 
 
+# ----------------------------------------------------------------------------- out-of-control periods
+def condition_periods(pack: RulePack, cond: Any, hist: Sequence[dict[str, Any]],
+                      analyte: str) -> list[dict[str, Any]]:
+    """The out-of-control periods one condition of a pack finds in a channel's checks.
+
+    Each check kind the condition covers is its own series (CSR layout of
+    :func:`ooc_periods_kernel`): a run of ``days`` checks above ``factor × limit`` counts
+    checks of one kind, so a passing zero check neither breaks a run of failing span checks
+    nor (with ``close = "same_kind"``) closes the period they opened. With
+    ``close = "all_kinds"`` a period opened by any kind closes at the first passing check
+    after which the newest valid check of every kind the condition covers for the channel
+    passed after the trigger; triggers while it is open belong to it.
+
+    Parameters
+    ----------
+    pack : RulePack
+    cond : envcal.rules.OutOfControl
+    hist : sequence of dict
+        The channel's results ordered by (end, id): ``id, kind, start, end, verdict, rule,
+        check_id`` and the rules' quantities [rule unit].
+    analyte : str
+
+    Returns
+    -------
+    list of dict
+        ``rule_id, start, end (None: open), opened_by_result, closed_by_result,
+        start_result, source, evidence`` per period, ordered by trigger.
+
+    References
+    ----------
+    HJ 75-2017 (失控数据的判别与修约: per check kind, closed by that kind passing again);
+    40 CFR 60 App. F Proc. 1 §4.3.1 (either CD out of control; ends when the CDs at both
+    the zero and the high level are within limits); 40 CFR 75.24.
+    """
+    rules = {rid: pack.rule(rid) for rid in cond.rules}
+    covered = sorted({x.check_kind for x in rules.values() if analyte in x.analytes})
+    rows = [r for r in hist if r["kind"] in covered and (
+        r["rule"] in rules or (r["verdict"] == "invalid" and any(x.applies_to(r["kind"], analyte)
+                                                                 for x in rules.values())))]
+    if not rows:
+        return []
+    kinds = sorted({r["kind"] for r in rows})
+    # CSR: one series per check kind, each in time order (hist is sorted)
+    order = [r for k in kinds for r in rows if r["kind"] == k]
+    counts = [sum(1 for r in rows if r["kind"] == k) for k in kinds]
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+
+    def qval(r):
+        rule = rules.get(r["rule"])
+        if r["verdict"] == "invalid" or rule is None or r[rule.quantity] is None:
+            return np.nan
+        return abs(float(r[rule.quantity])) / rule.limit  # |q| / limit: threshold = factor
+
+    q = np.array([qval(r) for r in order], dtype=np.float64)
+    passed = np.array([r["verdict"] in ("pass", "warn") for r in order], dtype=np.bool_)
+    nser = len(kinds)
+    st, tr, cl, _ = ooc_periods_kernel(offsets, q, passed, np.full(nser, float(cond.factor)),
+                                       np.full(nser, cond.days, np.int64))
+    found = sorted(zip(st.tolist(), tr.tolist(), cl.tolist(), strict=True),
+                   key=lambda x: (order[x[1]]["end"], order[x[1]]["id"]))
+    if cond.close == "all_kinds":
+        found = _close_all_kinds(order, q, passed, found, covered)
+
+    out = []
+    for s_i, t_i, c_i in found:
+        trig = order[t_i]
+        trule = rules.get(trig["rule"])
+        out.append({
+            "rule_id": cond.id, "start": order[s_i]["end"] if s_i >= 0 else trig["start"],
+            "end": order[c_i]["end"] if c_i >= 0 else None,
+            "opened_by_result": trig["id"],
+            "closed_by_result": order[c_i]["id"] if c_i >= 0 else None,
+            "start_result": order[s_i]["id"] if s_i >= 0 else None,
+            "source": f"{cond.source.standard} {cond.source.clause}",
+            "evidence": {"condition": cond.kind, "factor": cond.factor, "days": cond.days,
+                         "trigger_check": trig["check_id"], "trigger_rule": trig["rule"],
+                         "trigger_kind": trig["kind"],
+                         "trigger_value": _fin(trig[trule.quantity]) if trule else None,
+                         "limit": trule.limit if trule else None,
+                         "close": cond.close, "close_kinds": covered if cond.close == "all_kinds"
+                         else [trig["kind"]],
+                         "close_source": f"{cond.close_source.standard} {cond.close_source.clause}",
+                         "status": cond.status, "consequence": cond.consequence}})
+    return out
+
+
+def _close_all_kinds(order: list[dict[str, Any]], q: np.ndarray, passed: np.ndarray,
+                     found: list[tuple[int, int, int]], kinds: list[str]) -> list[tuple[int, int, int]]:
+    """Merge per-kind periods into ``all_kinds`` periods (see :func:`condition_periods`).
+
+    A period opens at the earliest trigger not inside an earlier period and closes at the
+    first passing check (in time order, any kind) after which every kind in ``kinds`` has a
+    valid check after the trigger and its newest valid check passed.
+    """
+    if not found:
+        return []
+    seq = sorted(range(len(order)), key=lambda i: (order[i]["end"], order[i]["id"]))
+    pos = {i: n for n, i in enumerate(seq)}
+    out = []
+    k = 0
+    while k < len(found):
+        s_i, t_i, _ = found[k]
+        newest: dict[str, bool] = {order[t_i]["kind"]: False}
+        close = -1
+        for i in seq[pos[t_i] + 1:]:
+            if not q[i] == q[i]:
+                continue  # invalid: neither passes nor fails
+            newest[order[i]["kind"]] = bool(passed[i])
+            if passed[i] and all(newest.get(kd, False) for kd in kinds):
+                close = i
+                break
+        out.append((s_i, t_i, close))
+        # triggers before the close (or any, while still open) belong to this period
+        k += 1
+        while k < len(found) and (close < 0 or pos[found[k][1]] < pos[close]):
+            k += 1
+    return out
+
+
 # ----------------------------------------------------------------------------- the engine
 class AlertEngine:
     """Evaluates alert rules, keeps alerts and out-of-control periods, dispatches transitions.
@@ -434,13 +556,19 @@ class AlertEngine:
     webhook_url : str, optional
         POST every transition there (background thread, retries with back-off).
     config : AlertConfig
+    outbox : envcal.outbox.Outbox, optional
+        Publish through it instead of ``publisher``: at least once, the event marked
+        published after the broker's PUBACK and published again by the owner's timer
+        otherwise (consumers de-duplicate by ``event_id``).
     """
 
     def __init__(self, engine: Engine, registry: Registry, publisher: Publisher | None = None,
-                 webhook_url: str | None = None, config: AlertConfig | None = None) -> None:
+                 webhook_url: str | None = None, config: AlertConfig | None = None, *,
+                 outbox: Any = None) -> None:
         self.engine = engine
         self.registry = registry
         self.publisher = publisher
+        self.outbox = outbox
         self.webhook_url = webhook_url
         self.config = config or AlertConfig()
         self.packs: dict[str, RulePack] = {}
@@ -613,38 +741,10 @@ class AlertEngine:
             desired.append(Desired(analyzer, analyte, "out_of_tolerance", False, data_ts=last_ts,
                                    note="the newest checks pass"))
 
-        # out_of_control periods (per condition of the pack)
+        # out_of_control periods (per condition of the pack, series per check kind)
         periods = []
         for cond in pack.out_of_control:
-            rules = {rid: pack.rule(rid) for rid in cond.rules}
-            rows = [r for r in hist if r["rule"] in rules or (
-                r["verdict"] == "invalid" and any(x.applies_to(r["kind"], analyte) for x in rules.values()))]
-            rows = [r for r in rows if any(x.applies_to(r["kind"], analyte) for x in rules.values())]
-            if not rows:
-                continue
-            q = np.array([abs(r[rules[r["rule"]].quantity]) if (r["verdict"] != "invalid" and r["rule"] in rules
-                          and r[rules[r["rule"]].quantity] is not None) else np.nan for r in rows])
-            passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
-            # each row's threshold is its own rule's; the kernel takes one per series, so
-            # scale q by the rule's limit and use the factor as the threshold
-            lim = np.array([rules[r["rule"]].limit if r["rule"] in rules else 1.0 for r in rows])
-            st, tr, cl, _ = ooc_periods_kernel(np.array([0, len(rows)], np.int64), q / lim, passed,
-                                               np.array([cond.factor]), np.array([cond.days], np.int64))
-            for s_i, t_i, c_i in zip(st, tr, cl, strict=True):
-                trig = rows[t_i]
-                start = rows[s_i]["end"] if s_i >= 0 else trig["start"]
-                periods.append({
-                    "rule_id": cond.id, "start": start,
-                    "end": rows[c_i]["end"] if c_i >= 0 else None,
-                    "opened_by_result": trig["id"],
-                    "closed_by_result": rows[c_i]["id"] if c_i >= 0 else None,
-                    "start_result": rows[s_i]["id"] if s_i >= 0 else None,
-                    "source": f"{cond.source.standard} {cond.source.clause}",
-                    "evidence": {"condition": cond.kind, "factor": cond.factor, "days": cond.days,
-                                 "trigger_check": trig["check_id"], "trigger_rule": trig["rule"],
-                                 "trigger_value": _fin(trig[rules[trig["rule"]].quantity]),
-                                 "limit": rules[trig["rule"]].limit,
-                                 "status": cond.status, "consequence": cond.consequence}})
+            periods.extend(condition_periods(pack, cond, hist, analyte))
         open_p = [p for p in periods if p["end"] is None]
         if open_p:
             first = min(open_p, key=lambda p: p["start"])
@@ -1096,9 +1196,11 @@ class AlertEngine:
     def _event(self, s: Session, a: Alert, action: str, actor: str, note: str | None,
                data_ts: dt.datetime | None) -> tuple[Alert, dict]:
         s.flush()
-        payload = alert_json(a) | {"event": action}
-        s.add(AlertEvent(alert_id=a.id, ts=utcnow(), data_ts=data_ts, action=action, actor=actor,
-                         state=a.state, severity=a.severity, note=note, evidence=a.evidence))
+        ev = AlertEvent(alert_id=a.id, ts=utcnow(), data_ts=data_ts, action=action, actor=actor,
+                        state=a.state, severity=a.severity, note=note, evidence=a.evidence)
+        s.add(ev)
+        s.flush()
+        payload = alert_json(a) | {"event": action, "event_id": ev.id}
         audit.record(s, actor, f"alert.{action}", "alert", str(a.id),
                      {"kind": a.kind, "analyzer": a.analyzer_id, "analyte": a.analyte,
                       "state": a.state, "severity": a.severity, "note": note})
@@ -1110,11 +1212,15 @@ class AlertEngine:
     def _publish(self, a: Alert, payload: dict) -> None:
         if self.dispatcher is not None:
             self.dispatcher.wake()
-        if self.publisher is None:
+        if self.publisher is None and self.outbox is None:
             return
+        topic = alert_topic(a.station_id, a.analyzer_id)
+        body = json.dumps(payload, ensure_ascii=False).encode()
         try:
-            self.publisher(alert_topic(a.station_id, a.analyzer_id),
-                           json.dumps(payload, ensure_ascii=False).encode())
+            if self.outbox is not None:
+                self.outbox.publish(topic, body, ("alert_event", payload["event_id"]))
+            else:
+                self.publisher(topic, body)
         except Exception:  # noqa: BLE001 - dispatch must never break evaluation
             log.exception("publishing alert %s failed", a.id)
 
@@ -1145,9 +1251,11 @@ def _staff(engine: Engine, alert_id: int, by: str, note: str, action: str,
             a.state, a.open_key, a.resolved_at, a.resolved_by = "resolved", None, now, by
         a.updated_at = max(now, a.updated_at)
         s.flush()
-        payload = alert_json(a) | {"event": action}
-        s.add(AlertEvent(alert_id=a.id, ts=now, action=action, actor=by, state=a.state,
-                         severity=a.severity, note=note.strip(), evidence=a.evidence))
+        ev = AlertEvent(alert_id=a.id, ts=now, action=action, actor=by, state=a.state,
+                        severity=a.severity, note=note.strip(), evidence=a.evidence)
+        s.add(ev)
+        s.flush()
+        payload = alert_json(a) | {"event": action, "event_id": ev.id}
         audit.record(s, by, f"alert.{action}", "alert", str(a.id),
                      {"kind": a.kind, "analyzer": a.analyzer_id, "analyte": a.analyte,
                       "state": a.state, "note": note.strip()}, ts=now)

@@ -4,6 +4,16 @@ MQTT publishing goes through a callable the service provides (its paho client, Q
 Webhook deliveries are rows of :class:`envcal.models.WebhookDelivery` written in the same
 transaction as the alert transition; a background thread POSTs them and retries failures
 with exponential back-off, so ingest never waits for a webhook.
+
+Exactly one POST attempt at a time per row, across workers: the workers of an ingest group
+(``envcal ingest --group``) each run a dispatcher over the same table. Before a POST a
+dispatcher *claims* the row with one atomic ``UPDATE webhook_delivery SET next_retry_at =
+now + claim WHERE id = ? AND state = 'pending' AND next_retry_at <= now RETURNING id``;
+a row another dispatcher claimed first returns nothing and is skipped. The claim expires
+(``claim_s``) when its holder dies before recording the outcome, so the delivery is
+retried. A receiver may still see a delivery twice when a dispatcher dies after the
+receiver answered and before the outcome was stored (at least once): every payload carries
+the alert event's ``event_id`` to de-duplicate by.
 """
 
 from __future__ import annotations
@@ -48,12 +58,18 @@ class WebhookDispatcher:
         Attempts before a delivery is marked ``failed``.
     backoff_s, backoff_max_s : float
         First retry delay and its cap [s].
+    claim_s : float, optional
+        How long a claimed row is reserved for this dispatcher's POST [s] (default
+        ``max(30, 5 × timeout_s)``; longer than any POST can take, since a POST outliving its
+        claim may be repeated by another dispatcher).
     """
 
     def __init__(self, engine: Engine, *, timeout_s: float = 2.0, max_attempts: int = 8,
-                 backoff_s: float = 0.5, backoff_max_s: float = 300.0) -> None:
+                 backoff_s: float = 0.5, backoff_max_s: float = 300.0,
+                 claim_s: float | None = None) -> None:
         self.engine = engine
         self.timeout_s = timeout_s
+        self.claim_s = claim_s if claim_s is not None else max(30.0, 5.0 * timeout_s)
         self.max_attempts = max_attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
@@ -87,17 +103,46 @@ class WebhookDispatcher:
             self._wake.wait(0.25)
             self._wake.clear()
 
+    def claim(self, delivery_id: int, now: dt.datetime) -> bool:
+        """Reserve one due delivery for this dispatcher (atomic; see the module docstring).
+
+        Parameters
+        ----------
+        delivery_id : int
+        now : datetime
+            Wall time (UTC); the row must be due (``next_retry_at <= now``).
+
+        Returns
+        -------
+        bool
+            True when this call claimed it; False when it is not pending and due any more
+            (delivered, failed, or claimed by another dispatcher).
+        """
+        w = WebhookDelivery.__table__
+        until = now + dt.timedelta(seconds=self.claim_s)
+        with self.engine.begin() as conn:
+            # RETURNING rather than rowcount: psycopg may report -1 for some statements
+            got = conn.execute(w.update().where(w.c.id == delivery_id, w.c.state == "pending",
+                                                w.c.next_retry_at <= now)
+                               .values(next_retry_at=until).returning(w.c.id)).first()
+        return got is not None
+
     def deliver_due(self, now: dt.datetime | None = None) -> int:
-        """POST every pending delivery whose retry time has come; returns how many were tried."""
+        """POST every pending delivery whose retry time has come and that this dispatcher
+        claims first; returns how many were tried (POSTed) here."""
         now = now or utcnow()
         w = WebhookDelivery.__table__
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(w.c.id, w.c.url, w.c.payload, w.c.attempts)
                                 .where(w.c.state == "pending", w.c.next_retry_at <= now)
                                 .order_by(w.c.id).limit(100)).all()
+        tried = 0
         for did, url, payload, attempts in rows:
             if self._stop.is_set():
                 break
+            if not self.claim(did, now):
+                continue  # another dispatcher has it (or it was settled meanwhile)
+            tried += 1
             err = self._post(url, payload)
             attempts += 1
             t = utcnow()
@@ -111,8 +156,8 @@ class WebhookDispatcher:
                 values = {"attempts": attempts, "last_error": err,
                           "next_retry_at": t + backoff(attempts, self.backoff_s, self.backoff_max_s)}
             with self.engine.begin() as conn:
-                conn.execute(w.update().where(w.c.id == did).values(**values))
-        return len(rows)
+                conn.execute(w.update().where(w.c.id == did, w.c.state == "pending").values(**values))
+        return tried
 
     def _post(self, url: str, payload) -> str | None:
         body = json.dumps(payload, ensure_ascii=False).encode()

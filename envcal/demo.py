@@ -120,7 +120,10 @@ class _Children:
     def record(self, name: str, pid: int | None) -> None:
         if pid is not None:
             self.pids[name] = pid
-            self.path.write_text(json.dumps(self.pids, indent=1))
+            # written aside and renamed: a reader never sees a half-written file
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(self.pids, indent=1))
+            tmp.replace(self.path)
 
 
 def _stop_process(proc: subprocess.Popen | None, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:

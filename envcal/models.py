@@ -284,6 +284,8 @@ class CheckResult(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("analyzer_id", "analyte", "check_id", name="uq_check_result"),
         sa.Index("ix_check_result_channel_end", "analyzer_id", "analyte", "kind", "end"),
+        # the outbox timer's query: unpublished (NULL) rows stored in a time window
+        sa.Index("ix_check_result_outbox", "published_at", "evaluated_at"),
     )
     id: int | None = Field(default=None, primary_key=True)
     analyzer_id: str = Field(foreign_key="analyzer.id", max_length=64)
@@ -326,6 +328,10 @@ class CheckResult(SQLModel, table=True):
     needs_review: bool = False
     details: dict | None = _json()
     evaluated_at: dt.datetime = _ts()
+    # outbox (at-least-once MQTT publication, envcal.outbox): set after the broker's PUBACK;
+    # NULL rows are published again by the analyzer owner's timer. Consumers de-duplicate
+    # by ``id``.
+    published_at: dt.datetime | None = _ts(nullable=True)
 
 
 # --------------------------------------------------------------------------- archive
@@ -462,6 +468,7 @@ class AlertEvent(SQLModel, table=True):
     """One transition of an alert: open, update, acknowledge, escalate, resolve."""
 
     __tablename__ = "alert_event"
+    __table_args__ = (sa.Index("ix_alert_event_outbox", "published_at", "ts"),)
     id: int | None = Field(default=None, primary_key=True)
     alert_id: int = Field(foreign_key="alert.id", index=True)
     ts: dt.datetime = _ts()
@@ -472,6 +479,9 @@ class AlertEvent(SQLModel, table=True):
     severity: str = Field(max_length=16)
     note: str | None = None
     evidence: dict | None = _json()
+    # outbox (at-least-once MQTT publication, envcal.outbox): set after the broker's PUBACK;
+    # consumers de-duplicate by the event id (``event_id`` of the payload).
+    published_at: dt.datetime | None = _ts(nullable=True)
 
 
 class OutOfControlPeriod(SQLModel, table=True):

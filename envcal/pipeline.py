@@ -34,6 +34,16 @@ decides, the database keeps it single:
    and only inserted ones are published; alerts keep their unique open key; the alert
    engine's timer rules run only for owned analyzers.
 
+MQTT publication is at least once, de-duplicate by id
+-----------------------------------------------------
+Results and alert events go out through an outbox (:mod:`envcal.outbox`): each stored row
+is published after its commit and marked ``published_at`` after the broker's PUBACK; the
+timer publishes again, for the analyzers this worker owns, the rows still unmarked
+``republish_after`` after they were stored (a worker that died between storing and
+publishing, a broker that was away). A subscriber may therefore see a message twice and
+must de-duplicate by its id: ``id`` of a result (``envcal/results/...``), ``event_id`` of an
+alert event (``envcal/alerts/...``).
+
 Without a group the worker owns everything and behaves as before: checks are evaluated
 in the ingest hook as soon as their ``end`` reading is committed.
 """
@@ -41,7 +51,6 @@ in the ingest hook as soon as their ``end`` reading is committed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -72,6 +81,7 @@ class Pipeline:
     stale_after: dt.timedelta
     ownership: Any = None
     settle: dt.timedelta = DEFAULT_SETTLE
+    outbox: Any = None
     clock: Callable[[], dt.datetime] = _utcnow
     lock: threading.Lock = field(default_factory=threading.Lock)
     published: dict[str, int] = field(default_factory=lambda: {"results": 0, "alerts": 0})
@@ -100,13 +110,16 @@ class Pipeline:
         wall : datetime, optional
             Wall time (UTC) for leases and ``settle`` in a group (default: ``clock()``).
         alerts : bool, default True
-            Also run the alert engine's timer rules (a tick woken by a commit only verifies).
+            Also run the alert engine's timer rules and publish again what the broker has
+            not acknowledged (a tick woken by a commit only verifies).
         """
         with self.lock:
             if self.ownership is None:
                 self.verifier.verify_pending(stale_after=self.stale_after)
                 if self.alerts is not None and alerts:
                     self.alerts.tick(now)
+                if self.outbox is not None and alerts:
+                    self.outbox.republish(None, wall or self.clock())
                 return
             wall = wall or self.clock()
             self.ownership.refresh(wall)
@@ -115,6 +128,8 @@ class Pipeline:
                                          settle=self.settle, now=wall, only_new=True)
             if self.alerts is not None and alerts:
                 self.alerts.tick(now, analyzers=owned)
+            if self.outbox is not None and alerts:
+                self.outbox.republish(owned, wall)
 
     def _run(self) -> None:
         # in a group, join at once (heartbeat, leases); alone, first tick after one period
@@ -152,12 +167,15 @@ class Pipeline:
                               self.ownership.lease)
         if self.alerts is not None:
             self.alerts.close()
+        if self.outbox is not None:
+            self.outbox.close()
 
 
 def attach(service, *, alert_config=None, webhook_url: str | None = None,
            tick_seconds: float = 5.0, stale_after: dt.timedelta = dt.timedelta(minutes=30),
            alerts: bool = True, settle: dt.timedelta = DEFAULT_SETTLE,
-           lease: dt.timedelta | None = None) -> Pipeline:
+           lease: dt.timedelta | None = None,
+           republish_after: dt.timedelta = dt.timedelta(seconds=10)) -> Pipeline:
     """Wire verification and alerts to an ingest service (before ``service.start()``).
 
     Parameters
@@ -181,36 +199,32 @@ def attach(service, *, alert_config=None, webhook_url: str | None = None,
     lease : timedelta, optional
         Group only: analyzer lease and heartbeat lifetime [s] (default ``max(30 s,
         6 × tick_seconds)``); a dead worker's analyzers move after at most this long.
+    republish_after : timedelta, default 10 s
+        A stored result or alert event without the broker's PUBACK this long after it was
+        stored is published again by the owner's timer [s] (at least once; see
+        :mod:`envcal.outbox`).
 
     Returns
     -------
     Pipeline
         Started; call ``stop()`` after the service stopped.
     """
+    from envcal.outbox import Outbox
     from envcal.verify import Verifier
 
-    def publish(topic: str, payload: bytes) -> None:
-        client = service._client
-        if client is None:
-            log.warning("not connected; %s not published (it is stored)", topic)
-            return
-        client.publish(topic, payload, qos=1)
-
     engine, registry = service.engine, service.registry
+    outbox = Outbox(engine, lambda: service._client, republish_after=republish_after)
     alert_engine = None
     if alerts:
         from envcal.alerts import AlertEngine
 
-        alert_engine = AlertEngine(engine, registry, publisher=publish, webhook_url=webhook_url,
-                                   config=alert_config)
+        alert_engine = AlertEngine(engine, registry, webhook_url=webhook_url, config=alert_config,
+                                   outbox=outbox)
 
     pipe: Pipeline  # defined below; the listener closes over it
 
     def publish_results(results: list[dict[str, Any]]) -> None:
-        for r in results:
-            publish(f"envcal/results/{r['station']}/{r['analyzer']}",
-                    json.dumps(r, ensure_ascii=False).encode())
-            pipe.published["results"] += 1
+        pipe.published["results"] += outbox.publish_results(results)
 
     listeners = [publish_results]
     if alert_engine is not None:
@@ -224,6 +238,6 @@ def attach(service, *, alert_config=None, webhook_url: str | None = None,
         lease = lease or max(dt.timedelta(seconds=30), dt.timedelta(seconds=6 * tick_seconds))
         ownership = Ownership(engine, service.core.worker, group, registry.analyzers, lease=lease)
     pipe = Pipeline(verifier, alert_engine, tick_seconds, stale_after, ownership=ownership,
-                    settle=settle)
+                    settle=settle, outbox=outbox)
     service.on_commit.append(pipe.on_commit)
     return pipe.start()

@@ -132,6 +132,96 @@ def test_ooc_kernel_consecutive_2x5():
     assert len(st) == 0
 
 
+def test_ooc_hj75_span_period_not_closed_by_zero_pass(reg_engine, registry):
+    """HJ 75-2017 (close = same_kind): zero and span drift are separate series.
+
+    Checks [% F.S.], limit 2.5: day 0 span 0.5 pass, zero 0.3 pass; day 1 span 3.1 fail
+    (opens: start = end of the day-0 span check, 2026-03-01T08:10Z); day 2 zero 0.2 pass
+    (a passing check of the other kind: the period stays open, the old single-series code
+    closed it here), span 3.0 still failing; day 3 span 0.4 pass after adjustment: closed
+    at its end, 2026-03-04T08:10Z.
+    """
+    eng = AlertEngine(reg_engine, registry)
+    eng.on_results([add_result(reg_engine, 0, 0.5), add_result(reg_engine, 0, 0.3, kind="zero")])
+    eng.on_results([add_result(reg_engine, 1, 3.1)])
+    (a,) = all_alerts(reg_engine, "out_of_control")
+    assert a["state"] == "open"
+    eng.on_results([add_result(reg_engine, 2, 0.2, kind="zero")])
+    (p,) = alerts.list_periods(reg_engine)
+    assert p["end"] is None and p["start"] == "2026-03-01T08:10:00Z"
+    assert all_alerts(reg_engine, "out_of_control")[0]["state"] == "open"
+    eng.on_results([add_result(reg_engine, 2.01, 3.0)])
+    assert alerts.list_periods(reg_engine)[0]["end"] is None
+    closer = add_result(reg_engine, 3, 0.4)
+    eng.on_results([closer])
+    (p,) = alerts.list_periods(reg_engine)
+    assert p["end"] == "2026-03-04T08:10:00Z" and p["closed_by_result"] == closer["id"]
+    assert all_alerts(reg_engine, "out_of_control")[0]["state"] == "resolved"
+
+
+def _cd(rid, day, kind, err, rule):
+    """A 40 CFR 60 App. F daily CD result dict as the alert engine reads it."""
+    end = T0 + dt.timedelta(days=day, minutes=10 if kind == "zero" else 20)
+    verdict = "pass" if abs(err) <= rule.limit else "fail"
+    return {"id": rid, "kind": kind, "start": end - dt.timedelta(minutes=10), "end": end,
+            "verdict": verdict, "rule": rule.id, "check_id": f"CD-{kind}-{day}",
+            "error_abs": None, "error_rel_pct": None, "error_fs_pct": err, "drift_fs_pct": None,
+            "en": None}
+
+
+def test_ooc_cfr60f_4x_closes_only_when_both_levels_pass():
+    """40 CFR 60 App. F Proc. 1 §4.3.1 (close = all_kinds), cfr60f.ooc.4x1, CD limit 2.5 %.
+
+    Day 0: zero 0.5, high 0.6 (pass). Day 1: zero 0.4 pass, high 10.5 > 4 x 2.5 = 10: opens,
+    start = end of the preceding passing high-level check (day 0, 08:20). Day 2: zero 0.3
+    passes, high 3.0 still fails: open. Day 3: high 0.5 passes (08:20), the zero check
+    passed at 08:10 after the trigger too: closes at the later pass, day 3 08:20. Swapped on
+    day 4/5: high passes first, then a zero check fails (3.0 > 2.5, no trigger) at day 6 after
+    a 4x zero trigger on day 5 -> open until day 7 when zero passes.
+    """
+    pack = load_pack("cfr40_60f")
+    cond = {c.id: c for c in pack.out_of_control}["cfr60f.ooc.4x1"]
+    z, h = pack.rule("cfr60f.gas.cd_zero"), pack.rule("cfr60f.gas.cd_span")
+    hist = [_cd(1, 0, "zero", 0.5, z), _cd(2, 0, "span", 0.6, h),
+            _cd(3, 1, "zero", 0.4, z), _cd(4, 1, "span", 10.5, h),
+            _cd(5, 2, "zero", 0.3, z), _cd(6, 2, "span", 3.0, h),
+            _cd(7, 3, "zero", 0.2, z), _cd(8, 3, "span", 0.5, h)]
+    (p,) = alerts.condition_periods(pack, cond, hist[:6], "SO2")
+    assert p["end"] is None and p["opened_by_result"] == 4
+    assert p["start"] == T0 + dt.timedelta(minutes=20) and p["start_result"] == 2
+    (p,) = alerts.condition_periods(pack, cond, hist, "SO2")
+    assert (p["closed_by_result"], p["end"]) == (8, T0 + dt.timedelta(days=3, minutes=20))
+    assert p["evidence"]["close"] == "all_kinds" and p["evidence"]["close_kinds"] == ["span", "zero"]
+    # the high level passing first is not enough either: the zero level must pass too
+    more = [_cd(9, 5, "zero", 11.0, z), _cd(10, 5, "span", 0.4, h),
+            _cd(11, 6, "zero", 3.0, z), _cd(12, 6, "span", 0.3, h),
+            _cd(13, 7, "zero", 0.1, z), _cd(14, 7, "span", 0.2, h)]
+    p1, p2 = alerts.condition_periods(pack, cond, hist + more, "SO2")
+    assert p1["closed_by_result"] == 8
+    assert (p2["opened_by_result"], p2["closed_by_result"]) == (9, 13)
+    # same_kind on the same data (the HJ 75 reading) would close at the first high pass
+    same = cond.model_copy(update={"close": "same_kind"})
+    (p,) = alerts.condition_periods(pack, same, hist, "SO2")
+    assert p["closed_by_result"] == 8  # high passes at day 3 (day-2 zero pass does not count)
+    (p,) = alerts.condition_periods(pack, same, hist[:6] + [_cd(7, 3, "zero", 0.2, z)], "SO2")
+    assert p["end"] is None
+
+
+def test_ooc_cfr60f_2x5_counts_runs_per_kind():
+    """cfr60f.ooc.2x5: five consecutive daily high-level CDs above 2 x 2.5 = 5 % open the
+    period although the zero checks in between pass (they used to break the run)."""
+    pack = load_pack("cfr40_60f")
+    cond = {c.id: c for c in pack.out_of_control}["cfr60f.ooc.2x5"]
+    z, h = pack.rule("cfr60f.gas.cd_zero"), pack.rule("cfr60f.gas.cd_span")
+    hist = []
+    for d in range(5):
+        hist += [_cd(2 * d + 1, d, "zero", 0.2, z), _cd(2 * d + 2, d, "span", 5.5, h)]
+    (p,) = alerts.condition_periods(pack, cond, hist, "SO2")
+    assert p["opened_by_result"] == 10 and p["end"] is None
+    assert p["start"] == T0 + dt.timedelta(days=4, minutes=20)  # completion of the 5th check
+    assert alerts.condition_periods(pack, cond, hist[:-1], "SO2") == []
+
+
 # ----------------------------------------------------------------------------- drift trend
 def test_drift_trend_opens_updates_and_resolves(reg_engine, registry):
     eng = AlertEngine(reg_engine, registry)

@@ -467,3 +467,79 @@ def test_pipeline_group_real_ingest_processes(mosquitto, sqlite_url, registry, t
     assert [row.n for row in _results(engine)] == [12, 12, 12]
     assert lease_table(engine) and all(r["lease_until"] <= dt.datetime.now(dt.UTC) for r in lease_table(engine))
     engine.dispose()
+
+
+# --------------------------------------------------------------------------- outbox (at least once)
+def _outbox_rows(engine):
+    with engine.connect() as conn:
+        res = conn.execute(sa.text("select id, published_at from check_result order by id")).all()
+        evs = conn.execute(sa.text("select id, published_at from alert_event order by id")).all()
+    return res, evs
+
+
+def test_pipeline_outbox_publishes_stored_result_once_broker_reachable(mosquitto, db_url, registry):
+    """A result and its alert events stored while the publisher has no connection (a worker
+    dying between commit and publish leaves the same rows) are published by the timer once
+    it can, exactly once each, carrying their ids; rows published live are marked after the
+    PUBACK and not published again."""
+    from envcal.alerts import AlertEngine
+    from envcal.outbox import Outbox
+
+    engine = _prepared(db_url, registry)
+    sub = _Sub(mosquitto)
+    client = {"c": None}  # no connection yet
+    outbox = Outbox(engine, lambda: client["c"], republish_after=dt.timedelta(seconds=3))
+    alerts_ = AlertEngine(engine, registry, outbox=outbox)
+    verifier = Verifier(engine, registry, listeners=[outbox.publish_results, alerts_.on_results])
+    pipe = Pipeline(verifier, alerts_, 5.0, dt.timedelta(minutes=30), outbox=outbox)
+    pub = _client(mosquitto, "test-outbox-pub")
+    try:
+        core = IngestCore(engine, registry)
+        t0 = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(hours=1)
+        core.ingest([(_topic(CEMS), m) for m in _check_readings("CK-OUTBOX-1", "zero", "SO2",
+                                                               _zero_values(), t0, seq0=1)])
+        wall = dt.datetime.now(dt.UTC)
+        pipe.tick(wall=wall)
+        res, evs = _outbox_rows(engine)
+        assert len(res) == 1 and len(evs) >= 1  # stored, with alert transitions
+        assert all(p is None for _, p in res + evs)  # nothing could be published
+        time.sleep(0.5)
+        assert sub.results == [] and sub.alerts == []
+
+        client["c"] = pub  # the broker is reachable again
+        pipe.tick(wall=wall + dt.timedelta(seconds=1))  # too young to publish again yet
+        assert outbox.wait_idle(10)
+        assert sub.results == []
+        assert outbox.republish(["NOT-MINE"], wall + dt.timedelta(seconds=5)) == {"results": 0, "alert_events": 0}
+        pipe.tick(wall=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5))
+        assert outbox.wait_idle(10)
+        res, evs = _outbox_rows(engine)
+        assert all(p is not None for _, p in res + evs)  # marked after the PUBACK
+        _wait(lambda: len(sub.results) == 1 and len(sub.alerts) == len(evs), 10, "republished messages")
+        pipe.tick(wall=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))  # nothing left to send
+        time.sleep(0.5)
+        assert [r["id"] for r in sub.results] == [res[0][0]]
+        assert sub.results[0]["check_id"] == "CK-OUTBOX-1" and sub.results[0]["verdict"] == "fail"
+        assert sorted(a["event_id"] for a in sub.alerts) == [i for i, _ in evs]
+        assert all(a["republished"] is True for a in sub.alerts)
+
+        # connected from the start: published live, marked, not published again
+        core.ingest([(_topic(CEMS), m) for m in _check_readings("CK-OUTBOX-2", "zero", "SO2",
+                                                               _zero_values(0.5), t0 + dt.timedelta(minutes=20),
+                                                               seq0=21)])
+        pipe.tick(wall=dt.datetime.now(dt.UTC))
+        assert outbox.wait_idle(10)
+        res, evs = _outbox_rows(engine)
+        assert len(res) == 2 and all(p is not None for _, p in res + evs)
+        pipe.tick(wall=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30))
+        _wait(lambda: len(sub.results) == 2 and len(sub.alerts) == len(evs), 10, "live messages")
+        time.sleep(0.5)
+        assert Counter(r["id"] for r in sub.results) == Counter({i: 1 for i, _ in res})
+        assert Counter(a["event_id"] for a in sub.alerts) == Counter({i: 1 for i, _ in evs})
+        assert sub.results[1]["check_id"] == "CK-OUTBOX-2" and "republished" not in sub.results[1]
+    finally:
+        pipe.stop()
+        sub.close()
+        pub.disconnect()
+        pub.loop_stop()
+        engine.dispose()

@@ -59,6 +59,8 @@ factor = 1.0
 rules = ["t.zero"]
 consequence = "data invalid"
 source = { standard = "TEST 1-2026", clause = "1.2" }
+close = "same_kind"
+close_source = { standard = "TEST 1-2026", clause = "1.3" }
 status = "unverified"
 """
 
@@ -141,6 +143,17 @@ def test_rules_out_of_control_conditions_cfr60f():
     assert ce.threshold(cfr75.rule("cfr75.gas.ce_span")) == 5.0  # App. B §2.1.4: 5.0 % of span
 
 
+def test_rules_out_of_control_close_per_pack():
+    """Every shipped condition says how its period closes, with the clause saying so."""
+    close = {c.id: c.close for p in load_all().values() for c in p.out_of_control}
+    assert close == {"hj75.ooc.drift": "same_kind", "cfr60f.ooc.2x5": "all_kinds",
+                     "cfr60f.ooc.4x1": "all_kinds", "cfr60f.ooc.cga": "same_kind",
+                     "cfr75.ooc.daily_ce": "all_kinds", "cfr75.ooc.linearity": "same_kind"}
+    for p in load_all().values():
+        for c in p.out_of_control:
+            assert c.close_source.standard == c.source.standard and c.close_source.clause.strip()
+
+
 def test_rules_statistics_block_cfr58():
     st = load_pack("cfr40_58a").statistics
     assert st is not None
@@ -162,6 +175,10 @@ def test_rules_statistics_block_cfr58():
         ('check_kind = "zero"', 'check_kind = "sparkle"', r"testpack\.toml: rules\[0\]\.check_kind"),
         ('quantity = "drift_fs_pct"', 'quantity = "vibes"', r"testpack\.toml: rules\[0\]\.quantity"),
         ('kind = "single"', 'kind = "sometimes"', r"testpack\.toml: out_of_control\[0\]\.kind"),
+        ('close = "same_kind"', 'close = "any_kind"', r"testpack\.toml: out_of_control\[0\]\.close"),
+        ('close = "same_kind"\n', "", r"testpack\.toml: out_of_control\[0\]\.close.*required field is missing"),
+        ('close_source = { standard = "TEST 1-2026", clause = "1.3" }\n', "",
+         r"testpack\.toml: out_of_control\[0\]\.close_source.*required field is missing"),
         ("warn = 2.0", "warn = 3.0", r"testpack\.toml: rules\[0\].*warn \(3\.0\) must not exceed limit"),
         ("limit = 2.5", "limit = -1.0", r"testpack\.toml: rules\[0\]\.limit.*greater than 0"),
         ('status = "unverified"\ntitle_zh', 'status = "confirmed"\ntitle_zh',

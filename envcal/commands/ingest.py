@@ -36,8 +36,16 @@ def ingest(
                                               help="File with the MQTT password (or USER=PASSWORD lines, "
                                               "as written by `envcal mqtt acl`)"),
     ca_file: Path | None = typer.Option(None, "--ca-file", help="PEM CA trusted for an mqtts:// broker"),
+    settle: float | None = typer.Option(
+        None, "--settle", help="With --group: judge a check whose readings' seq cannot prove it complete "
+        "this long after its last reading was received [s] (default 15; must exceed --batch-seconds)"),
+    lease: float | None = typer.Option(
+        None, "--lease", help="With --group: analyzer lease and heartbeat lifetime [s]; a dead worker's "
+        "analyzers move after at most this long (default max(30, 6 x --tick-seconds); at least "
+        "3 x --tick-seconds)"),
 ) -> None:
     """Run the ingest service until SIGTERM/SIGINT: MQTT -> validated rows, bad input -> dead letters."""
+    _check_group_options(group, settle, lease, tick_seconds, batch_seconds)
     from rich.console import Console
 
     from envcal.config import db_url, setting
@@ -87,11 +95,11 @@ def ingest(
     except ValueError as exc:
         _fail(console, "broker", str(exc))
     try:
-        pipe = _attach_pipeline(svc, webhook, tick_seconds)
+        pipe = _attach_pipeline(svc, webhook, tick_seconds, settle=settle, lease=lease)
     except Exception as exc:  # noqa: BLE001 - bad rule pack or alert config: refuse to start
         _fail(console, "verify", f"{exc.__class__.__name__}: {exc}")
     console.print(f"[green]✓ verify   [/green]  rule packs {', '.join(sorted(pipe.verifier.packs))}; "
-                  f"checks evaluated when they end, timer every {tick_seconds:g} s")
+                  f"{_judging(pipe)}, timer every {tick_seconds:g} s")
     console.print("[green]✓ alerts   [/green]  publishing on envcal/alerts/+/+"
                   + (f", webhook {webhook}" if webhook else ""))
 
@@ -131,16 +139,49 @@ def _read_password(path: Path, username: str | None) -> str:
     return lines[0]
 
 
-def _attach_pipeline(svc, webhook: str | None, tick_seconds: float):
+def _check_group_options(group: str | None, settle: float | None, lease: float | None,
+                         tick_seconds: float, batch_seconds: float) -> None:
+    """Refuse ``--settle`` / ``--lease`` values the group machinery cannot work with."""
+    if (settle is not None or lease is not None) and not group:
+        raise typer.BadParameter("--settle and --lease apply to a worker group; add --group NAME",
+                                 param_hint="--settle/--lease")
+    if settle is not None:
+        if not settle > batch_seconds:
+            raise typer.BadParameter(f"{settle:g} s must exceed --batch-seconds ({batch_seconds:g} s): "
+                                     "a check's readings may still sit in another worker's batch",
+                                     param_hint="--settle")
+    if lease is not None and not lease >= 3 * tick_seconds:
+        raise typer.BadParameter(f"{lease:g} s is shorter than 3 timer ticks (--tick-seconds "
+                                 f"{tick_seconds:g}): the lease is renewed every tick",
+                                 param_hint="--lease")
+
+
+def _judging(pipe) -> str:
+    """How checks are judged, for the start-up line."""
+    own = pipe.ownership
+    if own is None:
+        return "checks evaluated when their end reading is stored"
+    return (f"group {own.group!r}: checks judged by the analyzer's owner once complete (contiguous "
+            f"seq, else {pipe.settle.total_seconds():g} s after the last reading), "
+            f"lease {own.lease.total_seconds():g} s")
+
+
+def _attach_pipeline(svc, webhook: str | None, tick_seconds: float, *, settle: float | None = None,
+                     lease: float | None = None):
     """Verification and alerts downstream of the service (see :mod:`envcal.pipeline`).
 
-    A missing or malformed rule pack or ``[alerts]`` configuration is an error at start."""
+    ``settle`` and ``lease`` [s] (worker groups; None: the pipeline's defaults). A missing
+    or malformed rule pack or ``[alerts]`` configuration is an error at start."""
+    import datetime as dt
+
     from envcal.alerts import AlertConfig
     from envcal.config import file_settings
-    from envcal.pipeline import attach
+    from envcal.pipeline import DEFAULT_SETTLE, attach
 
     config = AlertConfig.from_mapping(file_settings().get("alerts", {}))
-    return attach(svc, alert_config=config, webhook_url=webhook, tick_seconds=tick_seconds)
+    return attach(svc, alert_config=config, webhook_url=webhook, tick_seconds=tick_seconds,
+                  settle=dt.timedelta(seconds=settle) if settle is not None else DEFAULT_SETTLE,
+                  lease=dt.timedelta(seconds=lease) if lease is not None else None)
 
 
 def stats(

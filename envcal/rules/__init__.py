@@ -218,6 +218,21 @@ class OutOfControl(_Strict):
 
     ``kind = "single"``: one check with ``|q| > factor × limit`` of the rule;
     ``kind = "consecutive"``: ``days`` consecutive daily checks with ``|q| > factor × limit``.
+    Both are counted per check kind (the zero checks and the span checks are separate
+    series: a passing zero check neither breaks a run of failing span checks nor closes a
+    period they opened, unless ``close`` says so).
+
+    ``close`` (required, with the clause that says it in ``close_source``) is when a period
+    ends:
+
+    ``"same_kind"``
+        at the next passing check of the kind that opened it (HJ 75-2017: invalid from the
+        last passing check of that kind until it passes again after adjustment);
+    ``"all_kinds"``
+        at the first passing check after which the newest valid check of *every* check
+        kind the condition covers for the channel passed after the trigger (40 CFR 60
+        App. F Proc. 1 §4.3.2: until the CDs at both the zero and the high level are within
+        their limits); a failure of another kind while open belongs to the same period.
     """
 
     id: str = Field(min_length=3, max_length=128, pattern=r"^[a-z0-9][a-z0-9_.\-]*$")
@@ -225,6 +240,8 @@ class OutOfControl(_Strict):
     factor: float = Field(gt=0)
     days: int = Field(default=1, ge=1)
     rules: list[str] = Field(min_length=1)
+    close: Literal["same_kind", "all_kinds"]
+    close_source: Source
     consequence: str = Field(min_length=1)
     source: Source
     status: Status

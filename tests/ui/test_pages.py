@@ -203,6 +203,9 @@ def test_actions_enforce_roles_server_side(seeded_fresh):
     url, eng, _ = seeded_fresh
     viewer, staff = Actor("v", "viewer"), Actor("s", "staff")
     before = _count_certs(eng)
+    with eng.connect() as c:
+        states = c.execute(sa.text("select id, state from alert order by id")).all()
+    assert states and all(st == "open" for _id, st in states)
     with pytest.raises(PermissionDenied):
         actions.upload_certificate(eng, viewer, _new_cert().encode())
     with pytest.raises(PermissionDenied):
@@ -217,7 +220,7 @@ def test_actions_enforce_roles_server_side(seeded_fresh):
         actions.acknowledge_alert(eng, None, 1, "note")
     assert _count_certs(eng) == before
     with eng.connect() as c:
-        assert c.execute(sa.text("select state from alert")).scalars().all() == ["open"]
+        assert c.execute(sa.text("select id, state from alert order by id")).all() == states
         assert c.execute(sa.text("select revoked_at from certificate where cert_id = "
                                  "'GBW(E)080123-2026-017'")).scalar() is None
 

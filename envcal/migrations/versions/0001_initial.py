@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-27 07:53:34.434652
+Create Date: 2026-11-27 08:31:01.526191
 """
 from collections.abc import Sequence
 
@@ -203,11 +203,13 @@ def upgrade() -> None:
     sa.Column('severity', sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
     sa.Column('note', sqlmodel.sql.sqltypes.AutoString(), nullable=True),
     sa.Column('evidence', sa.JSON(), nullable=True),
+    sa.Column('published_at', envcal.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['alert_id'], ['alert.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('alert_event', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_alert_event_alert_id'), ['alert_id'], unique=False)
+        batch_op.create_index('ix_alert_event_outbox', ['published_at', 'ts'], unique=False)
 
     op.create_table('analyzer',
     sa.Column('id', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -359,6 +361,7 @@ def upgrade() -> None:
     sa.Column('needs_review', sa.Boolean(), nullable=False),
     sa.Column('details', sa.JSON(), nullable=True),
     sa.Column('evaluated_at', envcal.db.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('published_at', envcal.db.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['analyzer_id'], ['analyzer.id'], ),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('analyzer_id', 'analyte', 'check_id', name='uq_check_result')
@@ -367,6 +370,7 @@ def upgrade() -> None:
         batch_op.create_index('ix_check_result_channel_end', ['analyzer_id', 'analyte', 'kind', 'end'], unique=False)
         batch_op.create_index(batch_op.f('ix_check_result_end'), ['end'], unique=False)
         batch_op.create_index(batch_op.f('ix_check_result_material'), ['material'], unique=False)
+        batch_op.create_index('ix_check_result_outbox', ['published_at', 'evaluated_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_check_result_station_id'), ['station_id'], unique=False)
         batch_op.create_index(batch_op.f('ix_check_result_verdict'), ['verdict'], unique=False)
 
@@ -498,6 +502,7 @@ def downgrade() -> None:
     with op.batch_alter_table('check_result', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_check_result_verdict'))
         batch_op.drop_index(batch_op.f('ix_check_result_station_id'))
+        batch_op.drop_index('ix_check_result_outbox')
         batch_op.drop_index(batch_op.f('ix_check_result_material'))
         batch_op.drop_index(batch_op.f('ix_check_result_end'))
         batch_op.drop_index('ix_check_result_channel_end')
@@ -530,6 +535,7 @@ def downgrade() -> None:
 
     op.drop_table('analyzer')
     with op.batch_alter_table('alert_event', schema=None) as batch_op:
+        batch_op.drop_index('ix_alert_event_outbox')
         batch_op.drop_index(batch_op.f('ix_alert_event_alert_id'))
 
     op.drop_table('alert_event')

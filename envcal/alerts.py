@@ -71,7 +71,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from envcal import audit
-from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic
+from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
 from envcal.models import (
     Alert,
     AlertEvent,
@@ -569,7 +569,7 @@ class AlertEngine:
         self.registry = registry
         self.publisher = publisher
         self.outbox = outbox
-        self.webhook_url = webhook_url
+        self.webhook_url = check_webhook_url(webhook_url) if webhook_url else None
         self.config = config or AlertConfig()
         self.packs: dict[str, RulePack] = {}
         for a in registry.analyzers.values():

@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 
@@ -44,6 +45,31 @@ def alert_topic(station: str, analyzer: str) -> str:
 def backoff(attempts: int, base_s: float, max_s: float) -> dt.timedelta:
     """Delay before retry number ``attempts`` [s]: ``base · 2^(attempts-1)``, capped."""
     return dt.timedelta(seconds=min(max_s, base_s * 2 ** max(attempts - 1, 0)))
+
+
+def check_webhook_url(url: str) -> str:
+    """Accept only an absolute ``http://`` or ``https://`` URL as a webhook target.
+
+    Parameters
+    ----------
+    url : str
+        The operator's ``--webhook`` setting.
+
+    Returns
+    -------
+    str
+        ``url`` unchanged.
+
+    Raises
+    ------
+    ValueError
+        Another scheme (``file:``, ``ftp:``, ...) or no host: ``urllib`` would otherwise open
+        local files or other protocols with the alert payload (bandit B310).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"webhook URL must be http:// or https:// with a host, got {url!r}")
+    return url
 
 
 class WebhookDispatcher:
@@ -160,6 +186,10 @@ class WebhookDispatcher:
         return tried
 
     def _post(self, url: str, payload) -> str | None:
+        try:
+            check_webhook_url(url)
+        except ValueError as exc:
+            return str(exc)
         body = json.dumps(payload, ensure_ascii=False).encode()
         req = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})

@@ -29,7 +29,7 @@ def _choose_numba_cache_dir() -> str | None:
     # one sub-directory per version of this file: numba's own invalidation missed edits of
     # jitted callees here (a stale gufunc cache segfaulted), a content hash cannot
     try:
-        tag = hashlib.sha1(Path(__file__).read_bytes()).hexdigest()[:12]
+        tag = hashlib.sha1(Path(__file__).read_bytes(), usedforsecurity=False).hexdigest()[:12]
     except OSError:
         tag = "unknown"
     for cand in (Path.home() / ".cache" / "envcal" / "numba" / tag,

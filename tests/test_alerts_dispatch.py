@@ -139,3 +139,20 @@ def test_webhook_failed_post_retried_after_backoff_once(engine):
         assert len(r.bodies) == 1
     finally:
         r.close()
+
+
+def test_check_webhook_url_accepts_http_and_https_only():
+    from envcal.alerts_dispatch import check_webhook_url
+
+    assert check_webhook_url("http://127.0.0.1:8080/hook") == "http://127.0.0.1:8080/hook"
+    assert check_webhook_url("https://alerts.example.org/envcal") == "https://alerts.example.org/envcal"
+    for bad in ("file:///etc/passwd", "ftp://host/x", "http:///nohost", "hook", ""):
+        with pytest.raises(ValueError, match="http"):
+            check_webhook_url(bad)
+
+
+def test_alert_engine_refuses_non_http_webhook(sqlite_engine, registry):
+    from envcal.alerts import AlertEngine
+
+    with pytest.raises(ValueError, match="webhook URL"):
+        AlertEngine(sqlite_engine, registry, webhook_url="file:///tmp/alerts.json")

@@ -78,7 +78,7 @@ def _messages(n: int, start_seq: int, base: dt.datetime) -> list[bytes]:
             for s in range(start_seq, start_seq + n)]
 
 
-def _publish(broker, msgs: list[bytes], rate: float | None = None) -> None:
+def _publish(broker, msgs: list[bytes], rate: float | None = None, topic: str = TOPIC) -> None:
     import paho.mqtt.client as mqtt
 
     c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"loadpub-{os.getpid()}-{time.monotonic_ns()}",
@@ -89,7 +89,7 @@ def _publish(broker, msgs: list[bytes], rate: float | None = None) -> None:
     t0 = time.monotonic()
     infos = []
     for i, m in enumerate(msgs):
-        infos.append(c.publish(TOPIC, m, qos=1))
+        infos.append(c.publish(topic, m, qos=1))
         if rate and i % 50 == 0:
             lag = t0 + i / rate - time.monotonic()
             if lag > 0:
@@ -172,23 +172,32 @@ def _soak_row(seconds: float, rate: float) -> dict:
                cpu_count=os.cpu_count())
 
 
-def _check_payloads(check_id: str, plateau: float, t0: dt.datetime) -> list[bytes]:
-    """A span check of SO2 (20 readings, 15 s apart) ending on a stable plateau."""
+CHECK_TOPIC = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"  # checks; the background stream goes to
+BG_TOPIC = "envcal/ZJ-JX-PP01/JX-PP01-CEMS/data"     # another analyzer (its own seq numbers)
+
+
+def _check_payloads(check_id: str, plateau: float, t0: dt.datetime, seq0: int) -> list[bytes]:
+    """A span check of SO2 (20 readings, 15 s apart, seq ``seq0``..) ending on a stable plateau."""
     out = []
     values = [plateau * (1 - 0.5 ** (i + 1)) for i in range(6)] + [plateau] * 14
     for i, v in enumerate(values):
         phase = "start" if i == 0 else ("end" if i == len(values) - 1 else "run")
         out.append(json.dumps({
-            "ts": (t0 + dt.timedelta(seconds=15 * i)).isoformat(), "values": {"SO2": v},
+            "ts": (t0 + dt.timedelta(seconds=15 * i)).isoformat(), "seq": seq0 + i, "values": {"SO2": v},
             "flags": {"SO2": "C"},
             "check": {"id": check_id, "kind": "span", "material": "GBW(E)080123-2026-017",
                       "phase": phase}}).encode())
     return out
 
 
-def _latency_row(n_checks: int, rate: float) -> dict:
-    """Check end -> alert on MQTT, under a steady stream of readings (one process: ingest,
-    verification and alerts as ``envcal ingest`` runs them)."""
+def _latency_row(n_checks: int, rate: float, workers: int = 0) -> dict:
+    """Check end -> alert on MQTT, under a steady stream of readings.
+
+    ``workers=0``: one in-process ingest service with verification and alerts attached (as a
+    single ``envcal ingest`` runs them). ``workers=N``: N real ``envcal ingest --group``
+    processes; the analyzer's owner judges the check once its seq numbers prove it complete
+    (at its next timer tick, 5 s, or at once when the owner itself received the end).
+    """
     import queue
 
     import paho.mqtt.client as mqtt
@@ -209,57 +218,69 @@ def _latency_row(n_checks: int, rate: float) -> dict:
         sub.connect(broker.host, broker.port)
         sub.subscribe("envcal/alerts/#", qos=1)
         sub.loop_start()
-        svc = IngestService(broker.url, eng, load_registry(STATIONS), client_id="lat-ingest")
-        pipe = attach(svc, tick_seconds=5.0)
-        svc.start()
-        svc.ready.wait(30)
-        base = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        svc = pipe = None
+        procs: list[subprocess.Popen] = []
+        if workers:
+            procs = _workers(broker, url, tmp, workers)
+        else:
+            svc = IngestService(broker.url, eng, load_registry(STATIONS), client_id="lat-ingest")
+            pipe = attach(svc, tick_seconds=5.0)
+            svc.start()
+            svc.ready.wait(30)
+        # checks 2 h apart in data time, all of them in the past (a future one is refused)
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2 * n_checks + 24)
         n_bg = int(rate * (n_checks * 3 + 10))
-        bg = threading.Thread(target=_publish, args=(broker, _messages(n_bg, 1, base - dt.timedelta(days=1)), rate),
-                              daemon=True)
+        bg = threading.Thread(target=_publish, args=(broker, _messages(n_bg, 1, base - dt.timedelta(days=1)), rate,
+                                                     BG_TOPIC), daemon=True)
         bg.start()
         pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="lat-pub", protocol=mqtt.MQTTv5)
         pub.connect(broker.host, broker.port)
         pub.loop_start()
         lat: list[float] = []
+        seq = 1
         try:
             for i in range(n_checks):
                 # alternate a failing and a passing check: every failing one opens an alert,
                 # every passing one resolves it (so each failing check yields a new event)
                 for k, plateau in ((0, 166.0), (1, 160.0)):
                     payloads = _check_payloads(f"CK-LAT-{i}-{k}", plateau,
-                                               base + dt.timedelta(hours=2 * i + k))
+                                               base + dt.timedelta(hours=2 * i + k), seq)
+                    seq += len(payloads)
                     for p in payloads[:-1]:
-                        pub.publish("envcal/ZJ-NB-PP02/NB-PP02-CEMS/data", p, qos=1)
+                        pub.publish(CHECK_TOPIC, p, qos=1)
                     while not got.empty():
                         got.get_nowait()
                     t_end = time.perf_counter()
-                    pub.publish("envcal/ZJ-NB-PP02/NB-PP02-CEMS/data", payloads[-1], qos=1)
+                    pub.publish(CHECK_TOPIC, payloads[-1], qos=1)
                     try:
-                        t_alert = got.get(timeout=10)
+                        t_alert = got.get(timeout=30)
                         if k == 0:
                             lat.append(t_alert - t_end)
                     except queue.Empty:
                         pass
         finally:
             pub.loop_stop()
-            svc.stop()
-            pipe.stop()
+            if svc is not None:
+                svc.stop()
+                pipe.stop()
+            _stop(procs)
             sub.loop_stop()
             eng.dispose()
             broker.stop()
     a = np.array(lat)
     p50 = float(np.percentile(a, 50)) if a.size else float("nan")
     p99 = float(np.percentile(a, 99)) if a.size else float("nan")
-    return row("check_to_alert_latency", p50, None, None, p50_s=round(p50, 4), p99_s=round(p99, 4),
+    name = f"check_to_alert_latency_group_{workers}" if workers else "check_to_alert_latency"
+    return row(name, p50, None, None, p50_s=round(p50, 4), p99_s=round(p99, 4),
                checks=n_checks, alerts_received=int(a.size), background_msgs_per_s=rate,
-               cpu_count=os.cpu_count())
+               workers=workers or 1, group=bool(workers), cpu_count=os.cpu_count())
 
 
 def run(quick: bool) -> list[dict]:
     n_msgs = 5_000 if quick else 30_000
     rows = [_workers_row(n, n_msgs) for n in (1, 2, 4)]
     rows.append(_latency_row(5 if quick else 30, rate=300.0))
+    rows.append(_latency_row(5 if quick else 20, rate=300.0, workers=2))
     soak = float(os.environ.get("ENVCAL_SOAK_SECONDS", "20" if quick else "120"))
     rows.append(_soak_row(soak, rate=200.0))
     return rows

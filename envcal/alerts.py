@@ -93,6 +93,11 @@ KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overdue",
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
 ACTOR = "envcal-alerts"
+#: Buckets of the falsification window per channel (bounds its memory; see
+#: :meth:`AlertEngine._falsify_window`).
+FALSIFY_BUCKETS = 96
+_FALSIFY_COUNTS = ("episodes", "episodes_near_limit", "normal", "normal_near_limit",
+                   "masked_above_limit", "masked", "normal_above_limit")
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
@@ -541,6 +546,21 @@ def _close_all_kinds(order: list[dict[str, Any]], q: np.ndarray, passed: np.ndar
 
 
 # ----------------------------------------------------------------------------- the engine
+def _findings(kind: str, evidence: dict) -> dict:
+    """The part of an alert's evidence that makes an ``update`` event when it changes.
+
+    Fields that move with every timer tick (how late a check is, the data time of the tick,
+    the data-quality window) are left out: an unchanged finding is stored quietly instead of
+    publishing an event per tick (per channel, every few seconds).
+    """
+    if kind == "data_quality":
+        return {k: v for k, v in evidence.items() if k not in ("window", "last_seen")}
+    if kind == "check_overdue":
+        late = evidence.get("overdue") or {}
+        return {"overdue": {k: {f: x for f, x in v.items() if f != "hours_late"} for k, v in late.items()}}
+    return evidence
+
+
 class AlertEngine:
     """Evaluates alert rules, keeps alerts and out-of-control periods, dispatches transitions.
 
@@ -577,9 +597,9 @@ class AlertEngine:
                 self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
         self._lock = threading.RLock()
         self._dq_since: dt.datetime | None = None
-        # per channel: (tick time, episodes, episodes near limit, normal, normal near limit)
-        # of the last dq_window_h, so the falsification statistic sees a whole window even
-        # when ticks are short
+        # per channel: [bucket start, newest tick, counts of _FALSIFY_COUNTS...] of the last
+        # dq_window_h, so the falsification statistic sees a whole window even when ticks
+        # are short (bounded: see _falsify_window)
         self._falsify_hist: dict[tuple[str, str], list[tuple]] = {}
         # usual interval between an analyzer's routine readings [s] (batch water analyzers
         # report every 1-4 h: "no data" is judged against a multiple of it)
@@ -919,14 +939,8 @@ class AlertEngine:
                     found["spike"] = {"readings": n["spike"]}
                 if n["rate_of_change"] >= cfg.roc_min_count:
                     found["rate_of_change"] = {"readings": n["rate_of_change"]}
-                hist = self._falsify_hist.setdefault((a, x_), [])
-                hist.append((now, n["episodes"], n["episodes_near_limit"], n["normal"],
-                             n["normal_near_limit"], n["masked_above_limit"], n["masked"],
-                             n["normal_above_limit"]))
-                keep_from = now - dt.timedelta(hours=cfg.dq_window_h)
-                hist[:] = [h for h in hist if h[0] > keep_from]
                 (ep, ep_near, normal, normal_near, m_above, masked,
-                 n_above) = (sum(h[i] for h in hist) for i in range(1, 8))
+                 n_above) = self._falsify_window((a, x_), now, tuple(n[k] for k in _FALSIFY_COUNTS))
                 if ep or m_above:
                     f = dq.falsification(ep, ep_near, normal, normal_near,
                                          min_episodes=cfg.falsify_min_episodes,
@@ -969,6 +983,31 @@ class AlertEngine:
                 out.append(Desired(a, x_, "data_quality", False, data_ts=now,
                                    note=f"no data-quality finding for {cfg.dq_clear_h:g} h"))
         return out
+
+    def _falsify_window(self, key: tuple[str, str], now: dt.datetime,
+                        counts: tuple[int, ...]) -> list[int]:
+        """Add one tick's falsification counts of a channel; return the sums over the last
+        ``dq_window_h`` (data time).
+
+        Ticks are merged into buckets ``dq_window_h / FALSIFY_BUCKETS`` wide, so a channel
+        keeps at most ``FALSIFY_BUCKETS + 2`` entries however short the timer period (one
+        entry per tick grew to 17 280 per channel in a day of 5 s ticks). A bucket is
+        dropped once its newest tick is older than the window, so the sums cover the last
+        ``dq_window_h`` plus at most one bucket width.
+        """
+        width = dt.timedelta(hours=self.config.dq_window_h) / FALSIFY_BUCKETS
+        hist = self._falsify_hist.setdefault(key, [])
+        last = hist[-1] if hist else None
+        if last is not None and dt.timedelta(0) <= now - last[0] < width:
+            last[1] = max(last[1], now)
+            for i, v in enumerate(counts):
+                last[2 + i] += v
+        else:
+            hist.append([now, now, *counts])
+        keep_from = now - dt.timedelta(hours=self.config.dq_window_h)
+        if hist[0][1] <= keep_from:
+            hist[:] = [h for h in hist if h[1] > keep_from]
+        return [sum(h[2 + i] for h in hist) for i in range(len(counts))]
 
     def _revocations(self, now: dt.datetime) -> list[Desired]:
         f = Finding.__table__.c
@@ -1179,9 +1218,8 @@ class AlertEngine:
         ids = list(dict.fromkeys(list(cur.result_ids or []) + list(d.result_ids)))
         if evidence == (cur.evidence or {}) and ids == list(cur.result_ids or []):
             return None
-        if d.kind == "data_quality" and {k: v for k, v in evidence.items() if k not in ("window", "last_seen")} == {
-                k: v for k, v in (cur.evidence or {}).items() if k not in ("window", "last_seen")}:
-            cur.evidence = evidence  # same findings, newer window: keep quietly
+        if ids == list(cur.result_ids or []) and _findings(d.kind, evidence) == _findings(d.kind, cur.evidence or {}):
+            cur.evidence = evidence  # same findings, only clock-driven fields moved: keep quietly
             return None
         cur.evidence = evidence
         cur.result_ids = ids

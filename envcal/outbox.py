@@ -12,7 +12,8 @@ message; so the row itself is the outbox:
    acknowledged rows in batches.
 3. **Publish again** (:meth:`Outbox.republish`, called by the pipeline timer for the
    analyzers this worker owns): rows still unpublished ``republish_after`` after they were
-   stored and not awaiting a PUBACK here. Rows older than ``horizon`` are left alone (a
+   stored and not awaiting a PUBACK here, only while the client is connected (what was
+   published during an outage waits in paho's session and goes out after the reconnect). Rows older than ``horizon`` are left alone (a
    database filled by batch commands long ago is not flooded onto the broker).
 
 Delivery is therefore **at least once**: a subscriber may receive the same result or event
@@ -157,7 +158,11 @@ class Outbox:
         dict
             ``{"results": n, "alert_events": m}`` handed to the client.
         """
-        if self.client() is None:
+        c = self.client()
+        if c is None or not c.is_connected():
+            # paho keeps what was published while disconnected in its session and sends it
+            # after the reconnect: publishing the same rows again every tick would queue one
+            # more copy of each per tick (unbounded memory, a flood on reconnect)
             return {"results": 0, "alert_events": 0}
         now = now or self.clock()
         old, young = now - self.horizon, now - self.republish_after

@@ -271,6 +271,22 @@ def test_check_overdue_opens_and_resolves(reg_engine, registry):
     assert len(all_alerts(reg_engine, "check_overdue")) == 1
 
 
+def test_check_overdue_no_event_while_only_lateness_grows(reg_engine, registry):
+    """Each tick recomputes hours_late; the same overdue checks must not publish an update
+    event per tick, only when the set of overdue checks changes."""
+    eng = AlertEngine(reg_engine, registry)
+    add_result(reg_engine, 0, 0.1, kind="zero")
+    add_result(reg_engine, 0, 0.1, kind="span")
+    assert [o["event"] for o in eng.tick(T0 + dt.timedelta(hours=27))] == ["open"]
+    for h in (27.5, 28, 29, 30):  # (escalation to staff would come later, and is an event)
+        assert eng.tick(T0 + dt.timedelta(hours=h)) == []
+    (a,) = all_alerts(reg_engine, "check_overdue")
+    assert a["evidence"]["overdue"]["zero"]["hours_late"] == pytest.approx(30 - 0.1667 - 26.4, abs=0.02)
+    assert events(reg_engine) == [(a["id"], "open")]
+    add_result(reg_engine, 1.5, 0.1, kind="zero")  # one of the two is done: the finding changed
+    assert [o["event"] for o in eng.tick(T0 + dt.timedelta(hours=30.5))] == ["update"]
+
+
 def test_material_invalid_from_refusal_and_revocation(reg_engine, registry):
     eng = AlertEngine(reg_engine, registry)
     r = add_result(reg_engine, 0, None, verdict="invalid", details={"material_refusal": "expired"},
@@ -373,6 +389,46 @@ def test_data_quality_clean_noise_opens_nothing(sqlite_engine, registry):
     eng = AlertEngine(sqlite_engine, registry)
     out = eng.tick(T0 + dt.timedelta(minutes=599))
     assert [o for o in out if o["kind"] == "data_quality"] == []
+
+
+
+def test_falsify_window_bounded_over_a_day_of_5s_ticks(sqlite_engine, registry):
+    # real time: a 5 s timer for a day is 17 280 ticks; one entry per tick grew without bound
+    eng = AlertEngine(sqlite_engine, registry)
+    key = ("HZ-AQ02-PM", "PM2.5")
+    rng = np.random.default_rng(3)
+    ticks = [T0 + dt.timedelta(seconds=5 * i) for i in range(17_280 + 2_000)]
+    counts = rng.integers(0, 4, size=(len(ticks), len(alerts._FALSIFY_COUNTS)))
+    window = dt.timedelta(hours=eng.config.dq_window_h)
+    width = window / alerts.FALSIFY_BUCKETS
+    longest = 0
+    for i, (t, c) in enumerate(zip(ticks, counts, strict=True)):
+        got = eng._falsify_window(key, t, tuple(int(v) for v in c))
+        longest = max(longest, len(eng._falsify_hist[key]))
+        if i % 997 == 0 or i == len(ticks) - 1:
+            tt = np.array([(x - T0).total_seconds() for x in ticks[:i + 1]])
+            now_s = (t - T0).total_seconds()
+            exact = counts[:i + 1][tt > now_s - window.total_seconds()].sum(axis=0)
+            wider = counts[:i + 1][tt > now_s - (window + width).total_seconds()].sum(axis=0)
+            # the whole window, and at most one bucket more
+            assert np.all(exact <= got) and np.all(np.array(got) <= wider), (i, exact, got, wider)
+    assert longest <= alerts.FALSIFY_BUCKETS + 2
+
+
+def test_falsify_window_bounded_through_data_quality_ticks(sqlite_engine, registry):
+    sync_registry(sqlite_engine, registry)
+    start = T0 - dt.timedelta(hours=1, minutes=2)
+    rng = np.random.default_rng(4)
+    n = 3600 // 10 * 6  # a reading every 10 s for 6 h
+    rows = [dict(analyzer_id="HZ-AQ02-PM", analyte="PM2.5", ts=start + dt.timedelta(seconds=10 * i),
+                 value=float(35 + rng.normal(0, 2)), flag="N", received_at=start) for i in range(n)]
+    with sqlite_engine.begin() as conn:
+        conn.execute(Reading.__table__.insert(), rows)
+    eng = AlertEngine(sqlite_engine, registry, config=AlertConfig(dq_window_h=0.5))
+    # a tick every 10 s of data time for 4 h: 1440 ticks, 180 of them inside the window
+    for i in range(1440):
+        eng._data_quality(T0 + dt.timedelta(seconds=10 * i))
+    assert len(eng._falsify_hist[("HZ-AQ02-PM", "PM2.5")]) <= alerts.FALSIFY_BUCKETS + 2
 
 
 # ----------------------------------------------------------------------------- dispatch

@@ -430,3 +430,24 @@ def test_core_commit_counts_new_and_duplicate_rows(engine, registry):
     with engine.connect() as conn:
         ts = conn.execute(sa.select(models.Reading.ts).where(models.Reading.value == 3.0)).scalar_one()
     assert ts == base + dt.timedelta(seconds=3, microseconds=7)
+
+
+def test_release_free_heap_trims_on_glibc():
+    """Freed arena memory goes back to the OS on glibc (RSS does not stay at the peak)."""
+    import platform
+
+    import psutil
+
+    from envcal.ingest import release_free_heap
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's")
+    proc = psutil.Process()
+    blocks = [bytearray(1000) for _ in range(200_000)]  # ~200 MB of small heap blocks
+    peak = proc.memory_info().rss
+    pinned = [bytearray(1000) for _ in range(10)]  # allocated above them: free() alone keeps the heap
+    del blocks
+    kept = peak - proc.memory_info().rss
+    assert release_free_heap() is True
+    assert proc.memory_info().rss < peak - 100 * 2**20, f"free() alone returned {kept / 2**20:.0f} MB"
+    assert len(pinned) == 10

@@ -12,6 +12,8 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support.mqtt_ingest import (
     DATA,
     JSON_AZ,
@@ -25,6 +27,7 @@ from support.mqtt_ingest import (
 )
 from support.mqtt_ingest import now_utc as _now
 
+from envcal import models
 from envcal.ingest import IngestCore, IngestService, Message, stats, topics
 from envcal.registry import sync_registry
 
@@ -382,11 +385,6 @@ def test_core_hj212_password_checked_when_configured(sqlite_engine, registry):
 
 
 # --------------------------------------------------------------------------- hot path
-from hypothesis import given, settings  # noqa: E402 - the hot-path tests' own imports
-from hypothesis import strategies as st  # noqa: E402
-
-from envcal import models  # noqa: E402
-
 _AWARE = st.datetimes(min_value=dt.datetime(1, 1, 2), max_value=dt.datetime(9999, 12, 30),
                       timezones=st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=8)),
                                                  dt.timezone(dt.timedelta(hours=-5, minutes=-30))]))

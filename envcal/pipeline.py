@@ -113,22 +113,20 @@ class Pipeline:
             Also run the alert engine's timer rules and publish again what the broker has
             not acknowledged (a tick woken by a commit only verifies).
         """
+        wall = wall or self.clock()
         with self.lock:
-            if self.ownership is None:
-                self.verifier.verify_pending(stale_after=self.stale_after)
-                if self.alerts is not None and alerts:
-                    self.alerts.tick(now)
-                if self.outbox is not None and alerts:
-                    self.outbox.republish(None, wall or self.clock())
+            owned = None  # alone: every analyzer, judged without waiting for completeness
+            group: dict[str, Any] = {}
+            if self.ownership is not None:
+                self.ownership.refresh(wall)
+                owned = self.ownership.current(wall)
+                group = {"analyzer_ids": owned, "settle": self.settle, "now": wall, "only_new": True}
+            self.verifier.verify_pending(stale_after=self.stale_after, **group)
+            if not alerts:
                 return
-            wall = wall or self.clock()
-            self.ownership.refresh(wall)
-            owned = self.ownership.current(wall)
-            self.verifier.verify_pending(stale_after=self.stale_after, analyzer_ids=owned,
-                                         settle=self.settle, now=wall, only_new=True)
-            if self.alerts is not None and alerts:
+            if self.alerts is not None:
                 self.alerts.tick(now, analyzers=owned)
-            if self.outbox is not None and alerts:
+            if self.outbox is not None:
                 self.outbox.republish(owned, wall)
 
     def _run(self) -> None:

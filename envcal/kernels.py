@@ -13,77 +13,41 @@ QARTOD flag values (``QC_*``) follow ioos_qc: 1 pass, 2 not evaluated, 3 suspect
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from pathlib import Path
 from typing import NamedTuple
 
+import numba
+import numpy as np
+from numba import guvectorize, njit, prange
 
-def _choose_numba_cache_dir() -> str | None:
-    """Pick an explicit, writable numba cache dir (``NUMBA_CACHE_DIR`` wins when set)."""
-    current = os.environ.get("NUMBA_CACHE_DIR")
-    if current:
-        return current
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    # one sub-directory per version of this file: numba's own invalidation missed edits of
-    # jitted callees here (a stale gufunc cache segfaulted), a content hash cannot
-    try:
-        tag = hashlib.sha1(Path(__file__).read_bytes(), usedforsecurity=False).hexdigest()[:12]
-    except OSError:
-        tag = "unknown"
-    for cand in (Path.home() / ".cache" / "envcal" / "numba" / tag,
-                 Path(tempfile.gettempdir()) / f"envcal-numba-{uid}" / tag):
-        try:
-            cand.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(cand, os.W_OK):
-            os.environ["NUMBA_CACHE_DIR"] = str(cand)
-            return str(cand)
-    return None
-
-
-NUMBA_CACHE_DIR = _choose_numba_cache_dir()
-
-import numba  # noqa: E402 - NUMBA_CACHE_DIR must be set before numba is imported
-import numpy as np  # noqa: E402
-from numba import guvectorize, njit, prange  # noqa: E402
-
-if NUMBA_CACHE_DIR and not numba.config.CACHE_DIR:  # numba imported earlier by someone else
-    numba.config.CACHE_DIR = NUMBA_CACHE_DIR
+from envcal.codes import (
+    QUANTITY_CODES,
+    VERDICT_FAIL,
+    VERDICT_INVALID_NO_PLATEAU,
+    VERDICT_INVALID_NOT_COMPUTABLE,
+    VERDICT_INVALID_TOO_SHORT,
+    VERDICT_NAMES,
+    VERDICT_PASS,
+    VERDICT_WARN,
+)
 
 __all__ = [
     "VERDICT_PASS", "VERDICT_WARN", "VERDICT_FAIL", "VERDICT_INVALID_NO_PLATEAU",
     "VERDICT_INVALID_TOO_SHORT", "VERDICT_INVALID_NOT_COMPUTABLE", "VERDICT_NAMES",
     "Q_ERR_ABS", "Q_ERR_REL_PCT", "Q_ERR_FS_PCT", "Q_DRIFT_FS_PCT", "Q_EN", "QUANTITY_CODES",
-    "QC_PASS", "QC_NOT_EVALUATED", "QC_SUSPECT", "QC_FAIL", "QC_MISSING",
-    "CheckEvaluation",
+    "QC_PASS", "QC_NOT_EVALUATED", "QC_SUSPECT", "QC_FAIL", "QC_MISSING", "LIMIT_RTOL",
+    "CheckEvaluation", "limit_verdict",
     "rolling_mean_std", "find_plateau", "t90", "plateau_stats", "check_errors",
     "iso_guide33_bias", "evaluate_checks", "drift_slope", "drift_slope_rows", "ewma", "cusum",
     "forecast_crossing", "cfr58_d", "cfr58_cv_ub", "cfr58_bias_ub", "flat_line", "spike",
     "rate_of_change", "out_of_range", "rolling_mean_std_gu", "drift_slope_gu",
 ]
 
-# --- codes shared with envcal.verify / envcal.alerts -------------------------------------
-VERDICT_PASS = 0
-VERDICT_WARN = 1
-VERDICT_FAIL = 2
-VERDICT_INVALID_NO_PLATEAU = 3
-VERDICT_INVALID_TOO_SHORT = 4
-#: the tested quantity cannot be computed (ref == 0 for a relative error, no previous check
-#: for a drift, zero uncertainty for E_n, span <= 0, unknown quantity code).
-VERDICT_INVALID_NOT_COMPUTABLE = 5
-VERDICT_NAMES = ("pass", "warn", "fail", "invalid_no_plateau", "invalid_too_short",
-                 "invalid_not_computable")
-
-Q_ERR_ABS = 0
-Q_ERR_REL_PCT = 1
-Q_ERR_FS_PCT = 2
-Q_DRIFT_FS_PCT = 3
-Q_EN = 4
-QUANTITY_CODES = {"err_abs": Q_ERR_ABS, "err_rel_pct": Q_ERR_REL_PCT,
-                  "err_fs_pct": Q_ERR_FS_PCT, "drift_fs_pct": Q_DRIFT_FS_PCT, "en": Q_EN}
+# --- codes shared with envcal.checks / envcal.alerts (defined in envcal.codes) ----------
+Q_ERR_ABS = QUANTITY_CODES["error_abs"]
+Q_ERR_REL_PCT = QUANTITY_CODES["error_rel_pct"]
+Q_ERR_FS_PCT = QUANTITY_CODES["error_fs_pct"]
+Q_DRIFT_FS_PCT = QUANTITY_CODES["drift_fs_pct"]
+Q_EN = QUANTITY_CODES["en"]
 
 QC_PASS = 1
 QC_NOT_EVALUATED = 2
@@ -644,6 +608,45 @@ def _le_limit(q, limit):
     return abs(q) <= limit + LIMIT_RTOL * abs(limit)
 
 
+@njit(cache=True)
+def limit_verdict(q, warn_limit, fail_limit):
+    """The verdict code of one tested quantity against a rule's warning level and limit.
+
+    Parameters
+    ----------
+    q : float
+        The tested quantity, in the unit of the limits.
+    warn_limit : float
+        Warning level on ``|q|`` (NaN: none, so ``|q| <= fail_limit`` passes).
+    fail_limit : float
+        Limit on ``|q|`` (``inf``: no limit; NaN: nothing passes).
+
+    Returns
+    -------
+    int
+        ``VERDICT_PASS`` (``|q| <= warn_limit``), ``VERDICT_WARN`` (``|q| <= fail_limit``),
+        ``VERDICT_FAIL`` (beyond the limit) or ``VERDICT_INVALID_NOT_COMPUTABLE`` (q NaN
+        or infinite). Comparisons allow a relative tolerance of ``LIMIT_RTOL``, so a value
+        at the limit in decimal arithmetic passes. Degenerate limits give a defined verdict,
+        never an exception: a negative or NaN ``fail_limit`` fails every finite q.
+
+    References
+    ----------
+    HJ 75-2017 clause 7.3 (``|drift| <= limit``); 40 CFR 75 Appendix A §3.1.
+    """
+    if q - q != 0.0:
+        return VERDICT_INVALID_NOT_COMPUTABLE
+    if warn_limit == warn_limit:
+        if _le_limit(q, warn_limit):
+            return VERDICT_PASS
+        if _le_limit(q, fail_limit):
+            return VERDICT_WARN
+        return VERDICT_FAIL
+    if _le_limit(q, fail_limit):
+        return VERDICT_PASS
+    return VERDICT_FAIL
+
+
 @njit(cache=True, parallel=True)
 def _evaluate_checks_kernel(values2d, times2d, n_valid, ref, span, u_ref, prev_mean,
                             warn_limit, fail_limit, quantity_code, window, max_std,
@@ -714,16 +717,7 @@ def _evaluate_checks_kernel(values2d, times2d, n_valid, ref, span, u_ref, prev_m
         elif code == Q_EN:
             qq = e
         q[c] = qq
-        wl = warn_limit[c]
-        has_warn = wl == wl
-        if qq - qq != 0.0:
-            verdict[c] = VERDICT_INVALID_NOT_COMPUTABLE
-        elif has_warn and _le_limit(qq, wl):
-            verdict[c] = VERDICT_PASS
-        elif _le_limit(qq, fail_limit[c]):
-            verdict[c] = VERDICT_WARN if has_warn else VERDICT_PASS
-        else:
-            verdict[c] = VERDICT_FAIL
+        verdict[c] = limit_verdict(qq, warn_limit[c], fail_limit[c])
     return (i0, i1, n, mean, sd, u_mean, t90s, err_abs, err_rel, err_fs, drift, en, q,
             bias_ok, verdict)
 

@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from envcal import numba_cache
+
+numba_cache.configure()  # before a test module imports numba (see envcal.numba_cache)
+
 from envcal.broker import Mosquitto, find_mosquitto
 from envcal.db import init_db, make_engine, normalize_url
 

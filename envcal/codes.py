@@ -1,0 +1,45 @@
+"""The vocabulary of a check, defined once: check kinds, tested quantities and verdicts.
+
+Every module that names a check kind, a tested quantity or a verdict takes it from here:
+the wire decoders (:mod:`envcal.protocols`), the rule packs (:mod:`envcal.rules`), the
+kernels (:mod:`envcal.kernels`, which use the integer codes) and the check core
+(:mod:`envcal.checks`). Pure constants: this module imports nothing.
+
+References
+----------
+HJ 75-2017 clause 7 (zero, span, linearity); HJ 355-2019 (standard sample); HJ 915-2017
+(membrane, flow); ISO 13528:2022 §9.7 (E_n).
+"""
+
+from __future__ import annotations
+
+#: kinds of QC check (``check.kind`` on the wire, ``check_kind`` of a rule)
+CHECK_KINDS: tuple[str, ...] = ("zero", "span", "std_sample", "membrane", "flow", "linearity")
+#: phases of a reading taken during a check
+CHECK_PHASES: tuple[str, ...] = ("start", "run", "end")
+
+#: tested quantity (a rule's ``quantity``, a result field) -> code of the kernels
+QUANTITY_CODES: dict[str, int] = {"error_abs": 0, "error_rel_pct": 1, "error_fs_pct": 2,
+                                  "drift_fs_pct": 3, "en": 4}
+QUANTITIES: tuple[str, ...] = tuple(QUANTITY_CODES)
+
+#: kernel verdict codes (``kernels.evaluate_checks``)
+VERDICT_PASS = 0
+VERDICT_WARN = 1
+VERDICT_FAIL = 2
+VERDICT_INVALID_NO_PLATEAU = 3
+VERDICT_INVALID_TOO_SHORT = 4
+#: the tested quantity cannot be computed (ref == 0 for a relative error, no previous check
+#: for a drift, zero uncertainty for E_n, span <= 0, unknown quantity code).
+VERDICT_INVALID_NOT_COMPUTABLE = 5
+VERDICT_NAMES: tuple[str, ...] = ("pass", "warn", "fail", "invalid_no_plateau",
+                                  "invalid_too_short", "invalid_not_computable")
+
+#: verdict of a stored result, best first (the worst of several decides)
+VERDICTS: tuple[str, ...] = ("pass", "warn", "fail", "invalid")
+VERDICT_RANK: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
+
+
+def verdict_of_code(code: int) -> str:
+    """The result verdict of a kernel verdict code (3, 4, 5 are all ``"invalid"``)."""
+    return VERDICTS[min(int(code), 3)]

@@ -38,7 +38,7 @@ __all__ = [
     "CheckEvaluation", "limit_verdict",
     "rolling_mean_std", "find_plateau", "t90", "plateau_stats", "check_errors",
     "iso_guide33_bias", "evaluate_checks", "drift_slope", "drift_slope_rows", "ewma", "cusum",
-    "forecast_crossing", "cfr58_d", "cfr58_cv_ub", "cfr58_bias_ub", "flat_line", "spike",
+    "forecast_crossing", "trend_alarm_kernel", "cfr58_d", "cfr58_cv_ub", "cfr58_bias_ub", "flat_line", "spike",
     "rate_of_change", "out_of_range", "rolling_mean_std_gu", "drift_slope_gu",
 ]
 
@@ -1260,6 +1260,115 @@ def forecast_crossing(slope, se, intercept, t_last, limit, t_quantile):
     early = t_last + remaining / steep
     late = t_last + remaining / shallow if shallow > 0.0 else np.inf
     return t_cross, early, late
+
+
+@njit(cache=True)
+def trend_alarm_kernel(offsets, t, q, passed, limit, window, min_points, horizon, min_t, reset):
+    """Drift-trend early warning at every check of many series (CSR layout).
+
+    At check i the last ``window`` finite values up to i are fitted by least squares
+    (slope, its standard error); the alarm is raised when at least ``min_points`` values
+    were used, check i passes, ``|slope| >= min_t · SE`` and the fitted line at t_i reaches
+    ``±limit`` (in the direction of the slope) within ``(0, horizon]`` days.
+
+    Parameters
+    ----------
+    offsets : int64 (nser + 1)
+    t : float64
+        Check times [d].
+    q : float64
+        Signed tested quantity [rule unit], NaN for invalid checks.
+    passed : bool
+    limit : float64 (nser)
+        Fail limit [rule unit].
+    window, min_points : int
+    horizon : float
+        [d]
+    min_t : float
+        Required slope / SE ratio [-].
+    reset : float
+        A step between consecutive values larger than ``reset × limit`` (an adjustment or
+        recalibration) restarts the fit [-].
+
+    Returns
+    -------
+    alarm : bool per check
+    slope, se, days : float64 per check
+        [unit/d], [unit/d], days to the crossing (NaN when not computed).
+
+    Notes
+    -----
+    Times must not decrease within a series (they are the stored checks' end times in
+    order); equal times are allowed and give ``sxx = 0`` (no fit, NaN) while all points
+    share one time. NaN or ±inf values are skipped (an invalid check neither counts nor
+    breaks the fit). A non-positive or NaN ``limit`` never alarms (no crossing target).
+
+    References
+    ----------
+    Montgomery, Peck & Vining, *Introduction to Linear Regression Analysis*, §2.2-2.4.
+    """
+    n = q.shape[0]
+    alarm = np.zeros(n, np.bool_)
+    slope = np.full(n, np.nan)
+    se = np.full(n, np.nan)
+    days = np.full(n, np.nan)
+    buf_t = np.empty(window, np.float64)
+    buf_q = np.empty(window, np.float64)
+    for s in range(offsets.shape[0] - 1):
+        a = offsets[s]
+        b = offsets[s + 1]
+        m = 0
+        head = 0
+        prev = np.nan
+        for i in range(a, b):
+            v = q[i]
+            if v - v != 0.0:  # NaN or +-inf: skipped
+                continue
+            if prev == prev and abs(v - prev) > reset * limit[s]:
+                m = 0
+                head = 0
+            prev = v
+            buf_t[head] = t[i]
+            buf_q[head] = v
+            head = (head + 1) % window
+            if m < window:
+                m += 1
+            if m < min_points or m < 3:
+                continue
+            st = 0.0
+            sq = 0.0
+            for j in range(m):
+                st += buf_t[j]
+                sq += buf_q[j]
+            tm = st / m
+            qm = sq / m
+            sxx = 0.0
+            sxy = 0.0
+            syy = 0.0
+            for j in range(m):
+                dx = buf_t[j] - tm
+                dy = buf_q[j] - qm
+                sxx += dx * dx
+                sxy += dx * dy
+                syy += dy * dy
+            if not sxx > 0.0:
+                continue
+            b1 = sxy / sxx
+            sse = syy - b1 * sxy
+            if sse < 0.0:
+                sse = 0.0
+            e = np.sqrt(sse / (m - 2) / sxx)
+            slope[i] = b1
+            se[i] = e
+            if b1 == 0.0:
+                continue
+            y_now = qm + b1 * (t[i] - tm)
+            target = limit[s] if b1 > 0.0 else -limit[s]
+            d = (target - y_now) / b1
+            days[i] = d
+            if passed[i] and limit[s] > 0.0 and abs(b1) >= min_t * e and d > 0.0 and d <= horizon:
+                alarm[i] = True
+    return alarm, slope, se, days
 
 
 # =========================================================================================

@@ -30,7 +30,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from envcal import kernels
+from envcal.archive import readings_frame
+from envcal.certificates import list_certificates, results_using_material, show_certificate
 from envcal.models import Alert, Analyzer, Channel, CheckResult
+from envcal.rules import load_all, load_pack
 from envcal.state import (
     INTEGRITY_FORMULA,
     INTEGRITY_THRESHOLD,
@@ -46,6 +49,7 @@ from envcal.state import (
     out_of_control_periods,
     required_checks,
 )
+from envcal.trends import TrendModel, channel_trend
 
 STATE_COLORS: dict[str, str] = {"in_control": "#2e7d32", "warning": "#f9a825",
                                 "out_of_control": "#c62828", "no_data": "#9e9e9e"}
@@ -229,32 +233,28 @@ class ControlChart:
 
 
 def _rule_for(pack_name: str, kind: str, analyte: str, engine: Engine | None = None):
-    from envcal.rules import RulePackError, load_pack
-
-    try:
-        pack = load_pack(pack_name, engine)
-    except RulePackError:
-        return None
+    pack = load_pack(pack_name, engine)
     rules = pack.rules_for(kind, analyte)
     return rules[0] if rules else None
 
 
 def control_chart(engine: Engine, analyzer: str, analyte: str, kind: str, *,
-                  start: dt.datetime | None = None, end: dt.datetime | None = None) -> ControlChart:
+                  start: dt.datetime | None = None, end: dt.datetime | None = None,
+                  model: TrendModel = TrendModel()) -> ControlChart:
     """The control chart data of one channel and check kind.
 
     The plotted quantity is that of the analyzer's rule pack rule for this check (e.g.
     ``error_fs_pct`` [% of span] for HJ 75-2017 drift, ``error_rel_pct`` [%] for HJ 355-2019);
     EWMA (λ = 0.2) and a two-sided tabular CUSUM (k = 0.5, h = 4, in the quantity's unit)
     are computed over it by :mod:`envcal.kernels`; the trend and forecast crossing of the
-    fail limit come from :func:`envcal.trends.channel_trend`.
+    fail limit come from :func:`envcal.trends.channel_trend`, the model of the
+    ``drift_trend`` alert (pass the alert configuration's
+    :meth:`~envcal.alerts.AlertConfig.trend_model` when it differs from the defaults).
 
     References
     ----------
     Montgomery, *Introduction to Statistical Quality Control*, 7th ed., §9.1-9.2.
     """
-    from envcal.trends import TrendParams, channel_trend, trend_of
-
     with engine.connect() as conn:
         pack_name = conn.execute(sa.select(Analyzer.__table__.c.rule_pack)
                                  .where(Analyzer.__table__.c.id == analyzer)).scalar()
@@ -273,29 +273,21 @@ def control_chart(engine: Engine, analyzer: str, analyte: str, kind: str, *,
         q = q.where(r.end < _utc(end))
     with engine.connect() as conn:
         res = pd.DataFrame(conn.execute(q).mappings().all(), columns=RESULT_COLUMNS)
-    params = TrendParams()
     y = res.loc[res["verdict"] != "invalid", "value"].astype(float).to_numpy()
     y = y[np.isfinite(y)]
     if len(y):
-        z = kernels.ewma(y, params.lam, 0.0)
-        cp, cm, _ = kernels.cusum(y, 0.0, params.cusum_k, params.cusum_h)
+        z = kernels.ewma(y, model.lam, 0.0)
+        cp, cm, _ = kernels.cusum(y, 0.0, model.cusum_k, model.cusum_h)
     else:
         z = cp = cm = np.array([], dtype=np.float64)
     limit = rule.limit if rule is not None else None
-    if quantity == "error_fs_pct":
-        trend = channel_trend(engine, analyzer, analyte, kind, limit, until=end)
-    else:
-        ok = res[(res["verdict"] != "invalid") & res["value"].notna()].tail(params.history)
-        t = np.array([(e - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds() / 86400.0
-                      for e in ok["end"]], dtype=np.float64)
-        trend = trend_of(t, ok["value"].astype(float).to_numpy(), limit, params=params,
-                         analyzer=analyzer, analyte=analyte, kind=kind, quantity=quantity)
+    trend = channel_trend(engine, analyzer, analyte, kind, quantity, limit, until=end, model=model)
     periods = out_of_control_periods(engine, analyzer=analyzer, start=start, end=end)
     periods = periods[periods["analyte"] == analyte]
     return ControlChart(analyzer, analyte, kind, quantity, rule.unit if rule else "% F.S.",
                         rule.warn if rule else None, limit, rule.id if rule else None,
                         f"{rule.source.standard} {rule.source.clause}" if rule else None,
-                        rule.status if rule else None, res, z, cp, cm, params.cusum_h, trend,
+                        rule.status if rule else None, res, z, cp, cm, model.cusum_h, trend,
                         periods.reset_index(drop=True))
 
 
@@ -313,8 +305,6 @@ def readings_around_check(engine: Engine, result_id: int, archive_dir: str | Non
                           margin: dt.timedelta = dt.timedelta(minutes=30)) -> CheckReadings:
     """The channel's readings from ``margin`` before the check's start to ``margin`` after
     its end (hot store and NetCDF archive, :func:`envcal.archive.readings_frame`)."""
-    from envcal.archive import readings_frame
-
     t = CheckResult.__table__
     with engine.connect() as conn:
         row = conn.execute(sa.select(t).where(t.c.id == result_id)).mappings().first()
@@ -330,8 +320,6 @@ def readings_around_check(engine: Engine, result_id: int, archive_dir: str | Non
 def certificates_frame(engine: Engine, on: dt.date | None = None) -> pd.DataFrame:
     """Current certificates with their state on ``on`` (valid, expired, revoked, ...)
     and the number of results that used each lot."""
-    from envcal.certificates import list_certificates
-
     rows = list_certificates(engine, on=on)
     df = pd.DataFrame(rows, columns=["id", "version", "pk", "kind", "crm_code", "name", "lot",
                                      "analytes", "issued", "expires", "state", "current"])
@@ -346,8 +334,6 @@ def certificates_frame(engine: Engine, on: dt.date | None = None) -> pd.DataFram
 
 def certificate_detail(engine: Engine, cert_id: str) -> tuple[dict[str, Any], pd.DataFrame]:
     """A lot (:func:`envcal.certificates.show_certificate`) and the results that used it."""
-    from envcal.certificates import results_using_material, show_certificate
-
     d = show_certificate(engine, cert_id)
     res = pd.DataFrame(results_using_material(engine, cert_id))
     cols = ["id", "analyzer_id", "analyte", "kind", "end", "verdict", "error_fs_pct",
@@ -361,8 +347,6 @@ def rules_frame(engine: Engine | None = None) -> pd.DataFrame:
     """Every rule of every pack in force: pack, standard, version, rule, title_zh, title_en,
     check_kind, analytes, quantity, warn, limit, unit, frequency_h, source, status,
     confirmed_by, confirmed_at, citation, consequence."""
-    from envcal.rules import load_all
-
     rows = []
     for name, p in load_all(engine).items():
         for r in p.rules:

@@ -71,7 +71,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from envcal import audit
+from envcal import data_quality as dq
 from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
+from envcal.codes import CHECK_KINDS
 from envcal.models import (
     Alert,
     AlertEvent,
@@ -695,7 +697,7 @@ class AlertEngine:
         c = self.config
         alarms = {}
         for kind in sorted({r["kind"] for r in hist}):
-            rules = pack.rules_for(kind, analyte) if kind in _check_kinds() else []
+            rules = pack.rules_for(kind, analyte) if kind in CHECK_KINDS else []
             if not rules:
                 continue
             rule = rules[0]
@@ -763,8 +765,6 @@ class AlertEngine:
         return out
 
     def _data_quality(self, now: dt.datetime) -> list[Desired]:
-        from envcal import data_quality as dq
-
         cfg = self.config
         since = self._dq_since or (now - dt.timedelta(hours=cfg.dq_window_h))
         if since >= now:
@@ -940,8 +940,6 @@ class AlertEngine:
         return out
 
     def _peer_drift(self, now: dt.datetime) -> list[Desired]:
-        from envcal import data_quality as dq
-
         cfg = self.config
         day = now.date()
         if self._peer_day == day:
@@ -1166,12 +1164,6 @@ class AlertEngine:
             log.exception("publishing alert %s failed", a.id)
 
 
-def _check_kinds() -> tuple[str, ...]:
-    from envcal.rules import CHECK_KINDS
-
-    return tuple(CHECK_KINDS)
-
-
 # ----------------------------------------------------------------------------- staff actions
 def _staff(engine: Engine, alert_id: int, by: str, note: str, action: str,
            publisher: Publisher | None = None) -> dict[str, Any]:
@@ -1265,16 +1257,3 @@ def alert_counts(engine: Engine) -> dict[str, int]:
             "alerts_open": int(conn.execute(sa.select(sa.func.count()).where(a.state != "resolved")).scalar_one()),
             "results": int(conn.execute(sa.select(sa.func.count()).select_from(CheckResult.__table__)).scalar_one()),
         }
-
-
-def _register_stats() -> None:
-    try:
-        from envcal.ingest import STATS, count_rows, register_stat
-    except Exception:  # noqa: BLE001 - stats are optional here
-        return
-    register_stat("alerts", count_rows("Alert"))
-    if "results" not in STATS:
-        register_stat("results", count_rows("CheckResult"))
-
-
-_register_stats()

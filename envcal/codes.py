@@ -40,6 +40,54 @@ VERDICTS: tuple[str, ...] = ("pass", "warn", "fail", "invalid")
 VERDICT_RANK: dict[str, int] = {v: i for i, v in enumerate(VERDICTS)}
 
 
+#: relative tolerance used when comparing |q| with a limit, so that a value exactly at the
+#: limit in decimal arithmetic (e.g. 2.5000000000000004 for 2.5 % F.S.) passes.
+LIMIT_RTOL = 1e-12
+
+
+def limit_verdict(q: float, warn_limit: float, fail_limit: float) -> int:
+    """The verdict code of one tested quantity against a rule's warning level and limit.
+
+    The one definition of the comparison: :mod:`envcal.kernels` compiles this function
+    with numba (``kernels.limit_verdict``) for the batch kernel, and
+    :meth:`envcal.rules.Rule.verdict` calls it as is.
+
+    Parameters
+    ----------
+    q : float
+        The tested quantity, in the unit of the limits.
+    warn_limit : float
+        Warning level on ``|q|`` (NaN: none, so ``|q| <= fail_limit`` passes).
+    fail_limit : float
+        Limit on ``|q|`` (``inf``: no limit).
+
+    Returns
+    -------
+    int
+        ``VERDICT_PASS`` (``|q| <= warn_limit``), ``VERDICT_WARN`` (``|q| <= fail_limit``),
+        ``VERDICT_FAIL`` (beyond) or ``VERDICT_INVALID_NOT_COMPUTABLE`` (q NaN or ±inf).
+        Comparisons allow a relative tolerance of :data:`LIMIT_RTOL`. Degenerate limits
+        give a defined verdict, never an exception: a negative or NaN ``fail_limit`` fails
+        every finite q.
+
+    References
+    ----------
+    HJ 75-2017 clause 7.3 (``|drift| <= limit``); 40 CFR 75 Appendix A §3.1.
+    """
+    if q - q != 0.0:
+        return VERDICT_INVALID_NOT_COMPUTABLE
+    a = abs(q)
+    if warn_limit == warn_limit:
+        if a <= warn_limit + LIMIT_RTOL * abs(warn_limit):
+            return VERDICT_PASS
+        if a <= fail_limit + LIMIT_RTOL * abs(fail_limit):
+            return VERDICT_WARN
+        return VERDICT_FAIL
+    if a <= fail_limit + LIMIT_RTOL * abs(fail_limit):
+        return VERDICT_PASS
+    return VERDICT_FAIL
+
+
 def verdict_of_code(code: int) -> str:
     """The result verdict of a kernel verdict code (3, 4, 5 are all ``"invalid"``)."""
     return VERDICTS[min(int(code), 3)]

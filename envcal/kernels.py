@@ -19,7 +19,9 @@ import numba
 import numpy as np
 from numba import guvectorize, njit, prange
 
+from envcal import codes
 from envcal.codes import (
+    LIMIT_RTOL,
     QUANTITY_CODES,
     VERDICT_FAIL,
     VERDICT_INVALID_NO_PLATEAU,
@@ -54,10 +56,6 @@ QC_NOT_EVALUATED = 2
 QC_SUSPECT = 3
 QC_FAIL = 4
 QC_MISSING = 9
-
-#: relative tolerance used when comparing |q| with a limit, so that a value exactly at the
-#: limit in decimal arithmetic (e.g. 2.5000000000000004 for 2.5 % F.S.) passes.
-LIMIT_RTOL = 1e-12
 
 _NAN = np.nan
 
@@ -603,48 +601,8 @@ def iso_guide33_bias(mean, sd, n, u_ref, ref=0.0):
 # =========================================================================================
 # 7. batch evaluation of checks
 # =========================================================================================
-@njit(cache=True)
-def _le_limit(q, limit):
-    return abs(q) <= limit + LIMIT_RTOL * abs(limit)
-
-
-@njit(cache=True)
-def limit_verdict(q, warn_limit, fail_limit):
-    """The verdict code of one tested quantity against a rule's warning level and limit.
-
-    Parameters
-    ----------
-    q : float
-        The tested quantity, in the unit of the limits.
-    warn_limit : float
-        Warning level on ``|q|`` (NaN: none, so ``|q| <= fail_limit`` passes).
-    fail_limit : float
-        Limit on ``|q|`` (``inf``: no limit; NaN: nothing passes).
-
-    Returns
-    -------
-    int
-        ``VERDICT_PASS`` (``|q| <= warn_limit``), ``VERDICT_WARN`` (``|q| <= fail_limit``),
-        ``VERDICT_FAIL`` (beyond the limit) or ``VERDICT_INVALID_NOT_COMPUTABLE`` (q NaN
-        or infinite). Comparisons allow a relative tolerance of ``LIMIT_RTOL``, so a value
-        at the limit in decimal arithmetic passes. Degenerate limits give a defined verdict,
-        never an exception: a negative or NaN ``fail_limit`` fails every finite q.
-
-    References
-    ----------
-    HJ 75-2017 clause 7.3 (``|drift| <= limit``); 40 CFR 75 Appendix A §3.1.
-    """
-    if q - q != 0.0:
-        return VERDICT_INVALID_NOT_COMPUTABLE
-    if warn_limit == warn_limit:
-        if _le_limit(q, warn_limit):
-            return VERDICT_PASS
-        if _le_limit(q, fail_limit):
-            return VERDICT_WARN
-        return VERDICT_FAIL
-    if _le_limit(q, fail_limit):
-        return VERDICT_PASS
-    return VERDICT_FAIL
+#: :func:`envcal.codes.limit_verdict` compiled (one definition of the comparison)
+limit_verdict = njit(cache=True)(codes.limit_verdict)
 
 
 @njit(cache=True, parallel=True)

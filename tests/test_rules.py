@@ -12,7 +12,6 @@ from envcal.rules import (
     RULES_DIR,
     Rule,
     RulePackError,
-    audit_available,
     confirm_rule,
     load_all,
     load_pack,
@@ -295,9 +294,8 @@ def test_rules_confirmation_overlay(engine):
     with Session(engine) as s:
         rows = s.exec(select(RuleConfirmation)).all()
         assert len(rows) == 1 and rows[0].confirmed_by == "alice"
-        if audit_available():
-            actions = [a.action for a in s.exec(select(AuditLog).order_by(AuditLog.id))]
-            assert actions == ["rule.confirm", "rule.reconfirm"]
+        actions = [a.action for a in s.exec(select(AuditLog).order_by(AuditLog.id))]
+        assert actions == ["rule.confirm", "rule.reconfirm"]
 
 
 def test_rules_confirmation_lapses_when_rule_edited(sqlite_engine, tmp_path):

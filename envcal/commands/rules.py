@@ -126,7 +126,8 @@ def register(app: typer.Typer) -> None:
         """Confirm a rule against the primary text (stored, audited, overlaid on load)."""
         from envcal.config import db_url
         from envcal.db import init_db, make_engine
-        from envcal.rules import RulePackError, audit_available, confirm_rule, load_pack
+        from envcal.rules import RulePackError, load_pack
+        from envcal.rules.confirmations import confirm_rule
 
         engine = make_engine(db_url(db))
         init_db(engine)
@@ -135,5 +136,4 @@ def register(app: typer.Typer) -> None:
         except RulePackError as exc:
             _fail(exc)
         p = load_pack(pack, engine)
-        typer.echo(f"confirmed {pack}/{rule} by {by}; pack version now {p.effective_version}"
-                   + ("" if audit_available() else " (audit module absent: not audited)"))
+        typer.echo(f"confirmed {pack}/{rule} by {by}; pack version now {p.effective_version}")

@@ -86,7 +86,8 @@ from envcal.models import (
     utcnow,
 )
 from envcal.registry import Registry
-from envcal.rules import RulePack, load_pack
+from envcal.rules import RulePack
+from envcal.rules.confirmations import load_pack
 from envcal.trends import TrendModel, trend_alarms
 
 log = logging.getLogger(__name__)
@@ -502,7 +503,7 @@ class AlertEngine:
         self.packs: dict[str, RulePack] = {}
         for a in registry.analyzers.values():
             if a.rule_pack not in self.packs:
-                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
+                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine)
         self._lock = threading.RLock()
         self._dq_since: dt.datetime | None = None
         # per channel: [bucket start, newest tick, counts of _FALSIFY_COUNTS...] of the last

@@ -33,7 +33,7 @@ from envcal import kernels
 from envcal.archive import readings_frame
 from envcal.certificates import list_certificates, results_using_material, show_certificate
 from envcal.models import Alert, Analyzer, Channel, CheckResult
-from envcal.rules import load_all, load_pack
+from envcal.rules.confirmations import load_all, load_pack
 from envcal.state import (
     INTEGRITY_FORMULA,
     INTEGRITY_THRESHOLD,

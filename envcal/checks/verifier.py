@@ -51,7 +51,8 @@ from envcal.checks.result import CheckResult
 from envcal.checks.store import previous_mean, store_results
 from envcal.models import CheckSummaryRecord
 from envcal.registry import AnalyzerSpec, Registry
-from envcal.rules import RulePack, load_pack
+from envcal.rules import RulePack
+from envcal.rules.confirmations import load_pack
 
 ResultListener = Callable[[list[dict[str, Any]]], None]
 
@@ -79,7 +80,7 @@ class Verifier:
         self.packs: dict[str, RulePack] = {}
         for a in registry.analyzers.values():
             if a.rule_pack not in self.packs:
-                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
+                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine)
 
     # -- inputs --------------------------------------------------------------------------
     def reference(self, analyzer: AnalyzerSpec, analyte: str, kind: str, material: str,

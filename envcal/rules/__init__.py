@@ -507,22 +507,21 @@ def apply_confirmations(pack: RulePack,
     return out
 
 
-def load_pack(name: str, engine=None, directory: str | Path | None = None) -> RulePack:
+def load_pack(name: str, *, directory: str | Path | None = None) -> RulePack:
     """Load and validate one rule pack.
 
     Parameters
     ----------
     name : str
         Pack name = file stem, e.g. ``"hj75_2017"``.
-    engine : sqlalchemy.engine.Engine, optional
-        When given, administrator confirmations (``rule_confirmation`` table) are
-        overlaid and reflected in :attr:`RulePack.effective_version`.
     directory : str or Path, optional
         Folder of pack files (default: ``envcal/rules``).
 
     Returns
     -------
     RulePack
+        As in the file; :func:`envcal.rules.confirmations.load_pack` overlays the
+        administrators' confirmations stored in a database.
 
     Raises
     ------
@@ -531,24 +530,7 @@ def load_pack(name: str, engine=None, directory: str | Path | None = None) -> Ru
         duplicate rule id, dangling reference; the message names the file and the key.
     """
     d = Path(directory) if directory is not None else None
-    pack = parse_pack(pack_path(name, d), name)
-    if engine is None:
-        return pack
-    # the database side of rule packs, imported only when an engine is given: the rule
-    # model itself stays free of SQLAlchemy (tests/test_layers.py)
-    from envcal.rules.confirmations import overlay
-
-    return overlay(pack, engine)
-
-
-def confirm_rule(engine, pack: str, rule_id: str, citation: str, by: str,
-                 directory: str | Path | None = None) -> None:
-    """Record an administrator's confirmation of a rule: see
-    :func:`envcal.rules.confirmations.confirm_rule` (kept here for its callers; the import
-    is deferred for the same reason as in :func:`load_pack`)."""
-    from envcal.rules.confirmations import confirm_rule as confirm
-
-    confirm(engine, pack, rule_id, citation, by, directory)
+    return parse_pack(pack_path(name, d), name)
 
 
 def pack_names(directory: str | Path | None = None) -> list[str]:
@@ -557,9 +539,9 @@ def pack_names(directory: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml"))
 
 
-def load_all(engine=None, directory: str | Path | None = None) -> dict[str, RulePack]:
+def load_all(*, directory: str | Path | None = None) -> dict[str, RulePack]:
     """Load every pack in ``directory`` (default ``envcal/rules``), keyed by name."""
-    return {n: load_pack(n, engine, directory) for n in pack_names(directory)}
+    return {n: load_pack(n, directory=directory) for n in pack_names(directory)}
 
 
 def validate_registry_packs(registry, directory: str | Path | None = None) -> None:
@@ -595,6 +577,6 @@ def validate_registry_packs(registry, directory: str | Path | None = None) -> No
 __all__ = [
     "CHECK_KINDS", "QUANTITIES", "RULES_DIR", "Confirmation", "OutOfControl", "Plateau", "Rule",
     "RulePack", "RulePackError", "Source", "Statistics", "StatisticsLimit", "apply_confirmations",
-    "confirm_rule", "load_all",
+    "load_all",
     "load_pack", "pack_names", "pack_path", "parse_pack", "validate_registry_packs",
 ]

@@ -3,8 +3,9 @@
 An administrator confirms a rule against the primary text with :func:`confirm_rule` (a
 :class:`envcal.models.RuleConfirmation` row and an audit entry); :func:`overlay` applies
 the confirmations to a pack loaded from its file, only while the rule in the file is
-unchanged (bound to the SHA-256 of the rule's content). :func:`envcal.rules.load_pack`
-calls :func:`overlay` when given an engine.
+unchanged (bound to the SHA-256 of the rule's content). :func:`load_pack` and
+:func:`load_all` are :func:`envcal.rules.load_pack` / :func:`envcal.rules.load_all` with
+that overlay.
 
 References
 ----------
@@ -19,9 +20,9 @@ from pathlib import Path
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from envcal import audit
+from envcal import audit, rules
 from envcal.models import RuleConfirmation
-from envcal.rules import Confirmation, RulePack, RulePackError, apply_confirmations, load_pack
+from envcal.rules import Confirmation, RulePack, RulePackError, apply_confirmations, pack_names
 
 
 def overlay(pack: RulePack, engine: Engine) -> RulePack:
@@ -74,7 +75,7 @@ def confirm_rule(engine: Engine, pack: str, rule_id: str, citation: str, by: str
         raise RulePackError("citation: quote the primary text with its clause (at least 10 characters)")
     if not by:
         raise RulePackError("by: who confirms must be named")
-    p = load_pack(pack, directory=directory)
+    p = rules.load_pack(pack, directory=directory)
     try:
         rule = p.rule(rule_id)
     except KeyError as exc:
@@ -108,3 +109,24 @@ def audit_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def load_pack(name: str, engine: Engine | None = None,
+              directory: str | Path | None = None) -> RulePack:
+    """Load one rule pack (:func:`envcal.rules.load_pack`) with the confirmations stored in
+    ``engine`` overlaid (none without an engine); they enter
+    :attr:`~envcal.rules.RulePack.effective_version`.
+
+    Raises
+    ------
+    envcal.rules.RulePackError
+        As :func:`envcal.rules.load_pack`.
+    """
+    pack = rules.load_pack(name, directory=directory)
+    return overlay(pack, engine) if engine is not None else pack
+
+
+def load_all(engine: Engine | None = None,
+             directory: str | Path | None = None) -> dict[str, RulePack]:
+    """Every pack in ``directory`` (default ``envcal/rules``) with confirmations, by name."""
+    return {n: load_pack(n, engine, directory) for n in pack_names(directory)}

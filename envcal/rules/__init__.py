@@ -144,6 +144,8 @@ class Rule(_Strict):
             raise ValueError(f"unit {self.unit!r} does not fit quantity {self.quantity!r} "
                              f"(expected {expected!r})")
         if self.quantity == "error_abs":
+            # deferred: envcal.units builds a pint registry (+1.5 s measured on import of
+            # envcal.rules); only absolute-error rules need it (ARCHITECTURE.md, imports)
             from envcal.units import UnitError, parse_unit
 
             try:

@@ -102,15 +102,6 @@ def confirm_rule(engine: Engine, pack: str, rule_id: str, citation: str, by: str
         s.commit()
 
 
-def audit_available() -> bool:
-    """Whether :mod:`envcal.audit` exists (confirmations are audited only then)."""
-    try:
-        from envcal import audit  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def load_pack(name: str, engine: Engine | None = None,
               directory: str | Path | None = None) -> RulePack:
     """Load one rule pack (:func:`envcal.rules.load_pack`) with the confirmations stored in

@@ -120,6 +120,7 @@ class DeadLetter(SQLModel, table=True):
     analyzer_id: str | None = Field(default=None, max_length=64)
     mqtt_mid: int | None = None
     delivery_key: str | None = Field(default=None, max_length=64)
+    peer: str | None = Field(default=None, max_length=128)  # TCP peer of a gateway refusal
 
 
 class DataGap(SQLModel, table=True):

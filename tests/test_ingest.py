@@ -53,7 +53,8 @@ def service(broker, eng, reg, **kw) -> IngestService:
 
 # --------------------------------------------------------------------------- unit-level
 def test_topics_shared_group():
-    assert topics() == ["envcal/+/+/data", "envcal/+/+/hj212", "envcal/+/+/check", "envcal/+/+/status"]
+    assert topics() == ["envcal/+/+/data", "envcal/+/+/hj212", "envcal/+/+/check", "envcal/+/+/status",
+                        "envcal/gateway/deadletter"]
     assert topics("g1")[0] == "$share/g1/envcal/+/+/data"
     with pytest.raises(ValueError):
         topics("bad/group")

@@ -18,11 +18,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 
 from envcal.gateway import wire
+from envcal.protocols import hj212_commands
+from envcal.protocols.hj212_codes import DEFAULT_RETRIES, DEFAULT_TIMEOUT_S
 from envcal.protocols.records import UTC8
 
 log = logging.getLogger("envcal.gateway.commands")
@@ -31,14 +32,16 @@ log = logging.getLogger("envcal.gateway.commands")
 COMMANDS: dict[str, str] = {
     "1011": "read the DAU's clock", "1012": "set the DAU's clock",
     "2031": "daily history", "2051": "minute history", "2061": "hourly history",
-    "3020": "device information", "3011": "zero/span calibration",
-    "3024": "start a standard-sample check",
+    "2062": "standard-sample check history", "3020": "device information",
+    "3011": "zero/span calibration", "3024": "start a standard-sample check",
 }
-HISTORY_CNS = frozenset({"2031", "2051", "2061"})
+HISTORY_CNS = frozenset(hj212_commands.HISTORY_CNS)
 #: Default timeout [s] and retries (HJ 212-2017 Table 1, GPRS/CDMA/TD-LTE rows).
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_RETRIES = 3
-_FIELD = re.compile(r"^[A-Za-z][A-Za-z0-9\-]{0,31}$")
+DEFAULT_TIMEOUT = DEFAULT_TIMEOUT_S
+#: Parameters each command takes (besides BeginTime/EndTime of history requests).
+PARAMS: dict[str, tuple[str, ...]] = {"1011": ("PolId",), "1012": ("PolId",),
+                                      "3020": ("InfoId", "PolId"), "3011": ("PolId",),
+                                      "3024": ("PolId",)}
 
 
 class CommandError(ValueError):
@@ -69,7 +72,7 @@ class CommandResult:
 def build_cp(cn: str, *, now: dt.datetime, begin: dt.datetime | None = None,
              end: dt.datetime | None = None, params: Mapping[str, str] | None = None,
              tz: dt.tzinfo = UTC8) -> str:
-    """The data area of a command.
+    """The data area of a command (built by :mod:`envcal.protocols.hj212_commands`).
 
     Parameters
     ----------
@@ -78,48 +81,60 @@ def build_cp(cn: str, *, now: dt.datetime, begin: dt.datetime | None = None,
     now : datetime
         Platform time, written as ``SystemTime`` for 1012 [aware].
     begin, end : datetime, optional
-        ``BeginTime`` / ``EndTime`` of a history request (required for 2031/2051/2061).
+        ``BeginTime`` / ``EndTime`` of a history request (required for history CNs; optional
+        for 3020).
     params : mapping, optional
-        Further items, e.g. ``{"PolId": "a21026"}`` (3011/3024 require ``PolId``).
+        ``PolId`` (required for 3011/3024) and ``InfoId`` (required for 3020), see
+        :data:`PARAMS`.
     tz : tzinfo
         Local zone of the frames.
 
     Returns
     -------
     str
-        ``key=value`` items joined by ``;``.
 
     Raises
     ------
     CommandError
-        Unknown CN, missing or reversed times, missing PolId, a bad parameter.
+        Unknown CN, missing or reversed times, a missing or unknown parameter.
 
     References
     ----------
-    HJ 212-2017, Table 4 (SystemTime, BeginTime, EndTime, PolId), Appendix C.
+    HJ 212-2017, Table 4 (SystemTime, BeginTime, EndTime, PolId, InfoId), Appendix C.
     """
     if cn not in COMMANDS:
         raise CommandError(f"CN {cn!r} is not a command the gateway sends (one of "
                            f"{', '.join(sorted(COMMANDS))})")
-    items: list[str] = []
-    params = dict(params or {})
-    for k, v in params.items():
-        if not _FIELD.match(k) or any(c in str(v) for c in ";,&="):
-            raise CommandError(f"bad command parameter {k}={v!r}")
-    if "PolId" in params:
-        items.append(f"PolId={params.pop('PolId')}")
-    elif cn in ("3011", "3024"):
-        raise CommandError(f"CN {cn} needs the pollutant: PolId=CODE")
-    if cn == "1012":
-        items.append("SystemTime=" + wire.local_time(now, tz))
-    if cn in HISTORY_CNS:
-        if begin is None or end is None:
-            raise CommandError(f"CN {cn} ({COMMANDS[cn]}) needs BeginTime and EndTime")
-        if end < begin:
-            raise CommandError("EndTime is before BeginTime")
-        items += ["BeginTime=" + wire.local_time(begin, tz), "EndTime=" + wire.local_time(end, tz)]
-    items += [f"{k}={v}" for k, v in params.items()]
-    return ";".join(items)
+    p = dict(params or {})
+    unknown = set(p) - set(PARAMS.get(cn, ()))
+    if unknown:
+        allowed = ", ".join(PARAMS.get(cn, ())) or "none"
+        raise CommandError(f"CN {cn} takes no parameter {', '.join(sorted(unknown))} "
+                           f"(allowed: {allowed})")
+    for k, v in p.items():
+        if not v or any(c in v for c in ";,&=") or len(v) > 32:
+            raise CommandError(f"bad value of {k}: {v!r}")
+    polid = p.get("PolId")
+    try:
+        if cn == "1011":
+            return hj212_commands.cmd_get_time(polid)[1]
+        if cn == "1012":
+            return hj212_commands.cmd_set_time(now, polid, tz)[1]
+        if cn in HISTORY_CNS:
+            if begin is None or end is None:
+                raise CommandError(f"CN {cn} ({COMMANDS[cn]}) needs --begin and --end")
+            return hj212_commands.cmd_history(cn, begin, end, tz)[1]
+        if cn == "3020":
+            if "InfoId" not in p:
+                raise CommandError("CN 3020 needs the information id: InfoId=CODE (e.g. i12001)")
+            return hj212_commands.cmd_device_info(p["InfoId"], polid, begin, end, tz)[1]
+        if not polid:
+            raise CommandError(f"CN {cn} needs the pollutant: PolId=CODE (e.g. a21026)")
+        if cn == "3011":
+            return hj212_commands.cmd_calibrate(polid)[1]
+        return hj212_commands.cmd_std_check(polid)[1]
+    except wire.Hj212Error as exc:
+        raise CommandError(str(exc)) from None
 
 
 @dataclass
@@ -137,6 +152,7 @@ class Target:
     st: str
     pw: str
     ver: int
+    key: bytes | None = None  # SM4 key (HJ 212-2025 encrypts 3020 and 1014 requests)
 
 
 class Sequencer:
@@ -169,10 +185,10 @@ class Sequencer:
 
     def _qn(self, mn: str) -> str:
         t = dt.datetime.now(dt.UTC)
-        qn = wire.make_qn(t, self.tz)
+        qn = hj212_commands.new_qn(t, self.tz)
         while qn <= self._last_qn.get(mn, ""):
             t += dt.timedelta(milliseconds=1)
-            qn = wire.make_qn(t, self.tz)
+            qn = hj212_commands.new_qn(t, self.tz)
         self._last_qn[mn] = qn
         return qn
 
@@ -219,7 +235,8 @@ class Sequencer:
             res.error = f"MN {mn} has not connected since the gateway started"
             return res
         qn = res.qn = self._qn(mn)
-        frame = wire.request(cn, qn=qn, st=tgt.st, pw=tgt.pw, mn=mn, ver=tgt.ver, cp=cp)
+        frame = wire.request(cn, qn=qn, st=tgt.st, pw=tgt.pw, mn=mn, ver=tgt.ver, cp=cp,
+                             key=tgt.key)
         p = self._pending[(mn, qn)] = _Pending(mn, cn, qn)
         try:
             answered = None
@@ -234,9 +251,8 @@ class Sequencer:
                 res.error = (f"no request answer (9011) after {res.attempts} tries of "
                              f"{timeout:g} s")
                 return res
-            if res.qn_rtn != wire.QNRTN_READY:
-                res.error = (f"request refused: QnRtn={res.qn_rtn} "
-                             f"({wire.QNRTN_TEXT.get(res.qn_rtn, 'unknown code')})")
+            if res.qn_rtn != wire.QnRtn.READY:
+                res.error = f"request refused: QnRtn={res.qn_rtn} ({_name(wire.QnRtn, res.qn_rtn)})"
                 return res
             while True:
                 ev = await self._next(p, timeout, want_answer=False, res=res)
@@ -248,7 +264,7 @@ class Sequencer:
                     res.ok = res.exe_rtn == 1
                     if not res.ok:
                         res.error = (f"execution failed: ExeRtn={res.exe_rtn} "
-                                     f"({wire.EXERTN_TEXT.get(res.exe_rtn, 'unknown code')})")
+                                     f"({_name(wire.ExeRtn, res.exe_rtn)})")
                     return res
         finally:
             self._pending.pop((mn, qn), None)
@@ -275,7 +291,7 @@ class Sequencer:
                 continue  # an answer to a resend: nothing new
             if want_answer:
                 # an upload or result before the request answer: the answer was lost
-                res.qn_rtn = wire.QNRTN_READY
+                res.qn_rtn = int(wire.QnRtn.READY)
                 p.events.put_nowait(f)
                 return f
             if f.cn == "9012":
@@ -283,6 +299,13 @@ class Sequencer:
                 return f
             res.uploads.append({"cn": f.cn, "cp": _cp(f)})
             return f
+
+
+def _name(enum, code: int | None) -> str:
+    try:
+        return enum(code).name.lower().replace("_", " ")
+    except ValueError:
+        return "unknown code"
 
 
 def _code(f: wire.Frame, key: str) -> int | None:

@@ -46,8 +46,9 @@ class Limits:
     """Caps per gateway and per connection; each refusal is logged with the peer."""
 
     max_connections: int = 10_000
-    max_buffer: int = 64 * 1024  # bytes held per connection without a complete frame
-    max_frame: int = 8 * 1024  # whole frame [bytes] (segments over 1024 bytes are a quirk)
+    max_buffer: int = 64 * 1024  # bytes read from a connection at once
+    max_frame: int = 8 * 1024  # whole frame [bytes] (segments over 1024 bytes are a quirk);
+    # the splitter holds at most this much of a connection between reads
     idle_timeout: float = 600.0  # [s] without a byte from the peer
     publish_timeout: float = 10.0  # [s] to wait for a PUBACK
 
@@ -86,7 +87,7 @@ class Connection:
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
         self.ip = str(peer[0])
-        self.splitter = wire.Splitter(limits.max_buffer, limits.max_frame)
+        self.splitter = wire.FrameSplitter(limits.max_frame)
         self.mns: set[str] = set()
         self._wlock = asyncio.Lock()
 
@@ -116,7 +117,7 @@ class Gateway:
     limits : Limits
     allow : iterable of networks, optional
         Peers allowed to connect (default: any).
-    keys : mapping of MN to bytes, optional
+    keys : mapping of analyzer id to bytes, optional
         SM4 keys of analyzers that encrypt CP (from the secrets file, never the registry).
     command_timeout, command_retries
         HJ 212-2017 Table 1 (default 10 s, 3 retries).
@@ -219,7 +220,7 @@ class Gateway:
         lim = self.limits
         while True:
             try:
-                data = await asyncio.wait_for(conn.reader.read(65536), lim.idle_timeout)
+                data = await asyncio.wait_for(conn.reader.read(lim.max_buffer), lim.idle_timeout)
             except TimeoutError:
                 log.warning("%s: closed: idle for %g s (--idle-timeout)", conn.peer, lim.idle_timeout)
                 self.counts["closed_idle"] += 1
@@ -229,14 +230,10 @@ class Gateway:
                 return
             if not data:
                 log.info("%s: disconnected", conn.peer)
+                for item in conn.splitter.flush():
+                    self._dead(conn, item.raw, item.reason)
                 return
-            try:
-                items = conn.splitter.feed(data)
-            except wire.BufferOverflow as exc:
-                log.warning("%s: closed: %s (--max-buffer)", conn.peer, exc)
-                self.counts["closed_buffer"] += 1
-                self._dead(conn, data[-lim.max_buffer:], f"connection closed: {exc}")
-                return
+            items = conn.splitter.feed(data)
             handled = []
             for item in items:
                 if isinstance(item, wire.Skipped):
@@ -258,22 +255,22 @@ class Gateway:
     async def _handle(self, conn: Connection, raw: bytes) -> None:
         self.counts["frames"] += 1
         head = wire.peek_header(raw)
-        mn = head.get("MN")
+        known = self.by_mn.get(head.get("MN", ""))
         try:
-            frame = wire.decode(raw, key=self.keys.get(mn) if mn else None)
+            frame = wire.decode(raw, **self._options(known))
         except wire.Hj212Error as exc:
             reason = str(exc)
-            code = wire.QNRTN_CRC if reason.startswith("bad CRC") else wire.QNRTN_UNKNOWN
-            await self._refuse(conn, raw, reason, head, code)
+            code = wire.QnRtn.CRC_ERROR if reason.startswith("bad CRC") else wire.QnRtn.UNKNOWN
+            await self._refuse(conn, raw, reason, head, code, analyzer=known)
             return
         a = self.by_mn.get(frame.mn or "")
         if a is None:
             await self._refuse(conn, raw, f"unknown MN {frame.mn!r} (not in the registry)", head,
-                               wire.QNRTN_MN)
+                               wire.QnRtn.MN_ERROR)
             return
         if a.pw is not None and frame.pw != a.pw:
             await self._refuse(conn, raw, f"wrong PW for MN {frame.mn} (analyzer {a.id})", head,
-                               wire.QNRTN_PW, analyzer=a)
+                               wire.QnRtn.PW_ERROR, analyzer=a)
             return
         dev = self._seen(conn, a, frame)
         cn = frame.cn
@@ -284,21 +281,21 @@ class Gateway:
             return
         if cn == "9015":
             dev.counts["heartbeats"] += 1
-            await conn.send(self._answer(frame, "9013"))
+            await conn.send(wire.answer(frame, "9013"))
             return
         if cn == "1013":
-            await conn.send(self._answer(frame, "9013"))
+            await conn.send(wire.answer(frame, "9013"))
             log.info("%s: time calibration request from %s: setting its clock", conn.peer, frame.mn)
             self.spawn(self._set_clock(frame.mn))
             return
         if cn == "1001":
             log.warning("%s: MN %s sent its hardware ids (CN 1001) for MN assignment: left to an "
                         "operator (envcal gateway send ... 1002)", conn.peer, frame.mn)
-            await conn.send(self._answer(frame, "9013"))
+            await conn.send(wire.answer(frame, "9013"))
             return
         if cn == "1014":
             await self._refuse(conn, raw, "key exchange (CN 1014) is done by an operator", head,
-                               wire.QNRTN_REFUSED, analyzer=a)
+                               wire.QnRtn.REJECTED, analyzer=a)
             return
         command = self.commands.on_frame(frame)
         if command:
@@ -307,24 +304,26 @@ class Gateway:
 
     async def _hand_off(self, conn: Connection, dev: Device, a: AnalyzerSpec, frame: wire.Frame,
                         raw: bytes, *, command: bool = False) -> None:
-        ok = await self.link.publish(_topic(a, "hj212"), raw, timeout=self.limits.publish_timeout)
+        payload = frame.plaintext if frame.encrypted and frame.plaintext else raw
+        ok = await self.link.publish(_topic(a, "hj212"), payload,
+                                     timeout=self.limits.publish_timeout)
         if not ok:
             dev.counts["not_handed_off"] += 1
             log.warning("%s: frame QN %s of %s not confirmed by the broker: no answer (the DAU "
                         "sends it again)", conn.peer, frame.qn, frame.mn)
             return
         dev.counts["handed_off"] += 1
-        if getattr(frame, "rf", None):
+        if frame.rf:
             dev.counts["resent"] += 1
         if self.backfill is not None:
             self.backfill.on_data(dev, frame, command=command)
         if wire.wants_answer(frame.flag):
-            if await conn.send(self._answer(frame, "9014")):
+            if await conn.send(wire.answer(frame, "9014")):
                 dev.counts["answered"] += 1
 
-    def _answer(self, frame: wire.Frame, cn: str, cp: str = "") -> bytes:
-        return wire.answer(cn, qn=frame.qn, pw=frame.pw, mn=frame.mn or "",
-                           ver=wire.version(frame.flag), cp=cp)
+    def _options(self, a: AnalyzerSpec | None) -> dict:
+        """Decode options of an analyzer: its SM4 key (from the secrets file)."""
+        return {"key": self.keys.get(a.id)} if a is not None and a.id in self.keys else {}
 
     async def _refuse(self, conn: Connection, raw: bytes, reason: str, head: dict[str, str],
                       code: int, analyzer: AnalyzerSpec | None = None) -> None:
@@ -334,12 +333,7 @@ class Gateway:
         self.counts["refused"] += 1
         self._dead(conn, raw, reason, mn=head.get("MN"), analyzer=analyzer)
         if head.get("CN") in DAU_REQUESTS and head.get("MN"):
-            try:
-                flag = int(head.get("Flag", ""))
-            except ValueError:
-                flag = None
-            await conn.send(wire.answer("9011", qn=head.get("QN"), pw=head.get("PW"), mn=head["MN"],
-                                        ver=wire.version(flag), cp=f"QnRtn={code}"))
+            await conn.send(wire.answer_header(head, "9011", f"QnRtn={int(code)}"))
 
     def _dead(self, conn: Connection, raw: bytes, reason: str, *, mn: str | None = None,
               analyzer: AnalyzerSpec | None = None) -> None:
@@ -362,10 +356,10 @@ class Gateway:
             dev.st = frame.st
         if frame.pw:
             dev.pw = a.pw or frame.pw
-        dev.ver = wire.version(frame.flag)
+        dev.ver = frame.version
         dev.last_seen = dt.datetime.now(dt.UTC)
         dev.counts["frames"] += 1
-        for q in getattr(frame, "quirks", ()) or ():
+        for q in frame.quirks:
             dev.counts[f"quirk:{q}"] += 1
         old = self.routes.get(mn)
         if old is not conn:
@@ -398,7 +392,7 @@ class Gateway:
         dev = self.devices.get(mn)
         if dev is None:
             return None
-        return Target(st=dev.st, pw=dev.pw, ver=dev.ver)
+        return Target(st=dev.st, pw=dev.pw, ver=dev.ver, key=self.keys.get(dev.analyzer_id))
 
     async def _send_to(self, mn: str, data: bytes) -> bool:
         conn = self.routes.get(mn)

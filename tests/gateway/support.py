@@ -18,6 +18,7 @@ from pathlib import Path
 from envcal.gateway import wire
 from envcal.gateway.run import Options, run
 from envcal.protocols import hj212
+from envcal.protocols.hj212_commands import new_qn
 from envcal.registry import load_registry
 
 HERE = Path(__file__).resolve().parent
@@ -133,7 +134,7 @@ class SocketDau:
         self.frames: list[hj212.Frame] = []
         self.on_command = on_command
         self._cond = threading.Condition()
-        self._split = wire.Splitter(1 << 20, 1 << 16)
+        self._split = wire.FrameSplitter()
         self.closed = False
         self._t = threading.Thread(target=self._reader, daemon=True)
         self._t.start()
@@ -192,7 +193,7 @@ class SocketDau:
 def data_frame(mn: str, t: dt.datetime, so2: float, *, cn: str = "2051", qn: str | None = None,
                pw: str = PW17, flag: int = 5, suffix: str = "Avg") -> bytes:
     """A data upload of SO2 and NOx at ``t``."""
-    qn = qn or wire.make_qn(t)
+    qn = qn or new_qn(t)
     return hj212.encode_frame(cn=cn, mn=mn, qn=qn, st="31", pw=pw, flag=flag, data_time=t,
                               cp={f"a21026-{suffix}": so2, "a21026-Flag": "N",
                                   f"a21002-{suffix}": so2 * 2, "a21002-Flag": "N"})

@@ -202,3 +202,85 @@ def data_frame(mn: str, t: dt.datetime, so2: float, *, cn: str = "2051", qn: str
 def minute(i: int, base: dt.datetime | None = None) -> dt.datetime:
     base = base or dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.UTC)
     return base + dt.timedelta(minutes=i)
+
+
+def answering(history: dict[dt.datetime, float] | None = None, *, skip_first: int = 0,
+              qn_rtn: int = 1, exe_rtn: int = 1):
+    """An ``on_command`` for :class:`SocketDau`: 9011, the history asked for (2051 frames
+    with the command's QN, from ``history``), then 9012. The first ``skip_first`` requests
+    are ignored (a lost request)."""
+    seen = {"n": 0}
+
+    def on_command(f: hj212.Frame):
+        seen["n"] += 1
+        if seen["n"] <= skip_first:
+            return []
+        out = [hj212.encode_frame(cn="9011", mn=f.mn, qn=f.qn, st="91", pw=f.pw, flag=4,
+                                  cp=f"QnRtn={qn_rtn}")]
+        if qn_rtn != 1:
+            return out
+        if f.cn in ("2051", "2061", "2031") and history:
+            b = parse_local(f.fields["BeginTime"])
+            e = parse_local(f.fields["EndTime"])
+            for t, v in sorted(history.items()):
+                if b <= t <= e:
+                    out.append(data_frame(f.mn, t, v, cn=f.cn, qn=f.qn, pw=f.pw))
+        if f.cn == "1011":
+            out.append(hj212.encode_frame(cn="1011", mn=f.mn, qn=f.qn, st="31", pw=f.pw, flag=4,
+                                          cp="SystemTime=20261201080000"))
+        out.append(hj212.encode_frame(cn="9012", mn=f.mn, qn=f.qn, st="91", pw=f.pw, flag=4,
+                                      cp=f"ExeRtn={exe_rtn}"))
+        return out
+    on_command.seen = seen
+    return on_command
+
+
+def parse_local(text: str) -> dt.datetime:
+    from envcal.protocols.records import UTC8
+
+    return dt.datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=UTC8).astimezone(dt.UTC)
+
+
+class ResendingDau:
+    """A DAU that sends frames one by one and resends each until its 9014 arrives,
+    reconnecting when the connection breaks (as field DAUs do)."""
+
+    def __init__(self, address_fn, *, resend_after: float = 0.5) -> None:
+        self.address_fn = address_fn
+        self.resend_after = resend_after
+        self.dau: SocketDau | None = None
+        self.sent = 0
+        self.reconnects = 0
+
+    def _connect(self, deadline: float) -> SocketDau:
+        while True:
+            try:
+                return SocketDau(self.address_fn())
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def deliver(self, frame: bytes, timeout: float = 60.0) -> None:
+        qn = hj212.decode_frame(frame).qn
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.dau is None or self.dau.closed:
+                if self.dau is not None:
+                    self.reconnects += 1
+                self.dau = self._connect(deadline)
+            try:
+                self.dau.send(frame)
+                self.sent += 1
+                self.dau.wait(lambda f: f.cn == "9014" and f.qn == qn, self.resend_after)
+                return
+            except (AssertionError, OSError):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"frame QN {qn} never answered") from None
+                if self.dau is not None and not self.dau.closed:
+                    continue
+                time.sleep(0.1)
+
+    def close(self) -> None:
+        if self.dau is not None:
+            self.dau.close()

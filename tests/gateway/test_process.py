@@ -10,8 +10,15 @@ import threading
 import time
 
 from envcal.broker import free_port
-from tests.gateway.support import (MN17, ROOT, STATIONS, GatewayProcess, ResendingDau,
-                                   data_frame, minute)
+from tests.gateway.support import (
+    MN17,
+    ROOT,
+    STATIONS,
+    GatewayProcess,
+    ResendingDau,
+    data_frame,
+    minute,
+)
 from tests.support.mqtt_ingest import count, wait_for
 
 

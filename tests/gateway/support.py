@@ -158,8 +158,11 @@ class SocketDau:
                     self.frames.append(f)
                     self._cond.notify_all()
                 if self.on_command is not None and f.st != "91":
-                    for out in self.on_command(f) or ():
-                        self.send(out)
+                    try:
+                        for out in self.on_command(f) or ():
+                            self.send(out)
+                    except OSError:  # the test closed the DAU meanwhile
+                        return
 
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)

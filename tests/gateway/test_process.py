@@ -30,8 +30,9 @@ def test_gateway_kill9_mid_stream_nothing_lost_or_doubled(mosquitto, ingest, gw_
 
     def stream():
         try:
-            for f in frames:
+            for f in frames:  # one frame every 50 ms, as a busy DAU uploads
                 dau.deliver(f, timeout=60)
+                time.sleep(0.05)
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
     t = threading.Thread(target=stream, daemon=True)

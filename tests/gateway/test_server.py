@@ -137,3 +137,35 @@ def test_gateway_2025_heartbeat_and_status(mosquitto, gateway, ingest, gw_engine
     wait_for(lambda: ingest.status.get("GW-CEMS-25", ("",))[0] == "online", 10, "online status")
     dau.close()
     wait_for(lambda: ingest.status.get("GW-CEMS-25", ("",))[0] == "offline", 10, "offline status")
+
+
+def test_gateway_split_upload_each_packet_answered(gateway, ingest, gw_engine):
+    dau = SocketDau(gateway.address)
+    t = minute(0)
+    p1 = hj212.encode_frame(cn="2051", mn=MN17, qn="20261201080000020", st="31", pw=PW17, flag=7,
+                            data_time=t, cp={"a21026-Avg": 1.5}, pnum=2, pno=1)
+    p2 = hj212.encode_frame(cn="2051", mn=MN17, qn="20261201080000020", st="31", pw=PW17, flag=7,
+                            data_time=t, cp={"a21002-Avg": 2.5}, pnum=2, pno=2)
+    dau.send(p1 + p2)
+    wait_for(lambda: len(dau.answers("9014")) == 2, 10, "two answers")
+    assert {a.qn for a in dau.answers("9014")} == {"20261201080000020"}
+    assert {a.flag for a in dau.answers("9014")} == {4}  # no PNUM/PNO, no answer requested
+    wait_for(lambda: readings(gw_engine) == 2, 10, "both packets stored")
+    dau.close()
+
+
+def test_gateway_many_mns_on_one_connection_latest_route_wins(gateway, ingest, gw_engine):
+    first = SocketDau(gateway.address)
+    first.send(data_frame(MN17, minute(0), 1.0) + data_frame(MN25, minute(0), 1.0, pw="123456"))
+    wait_for(lambda: len(first.answers("9014")) == 2, 10, "answers to both MNs")
+    gw = gateway.gw
+    assert gw.routes[MN17] is gw.routes[MN25]
+    second = SocketDau(gateway.address)
+    second.send(data_frame(MN17, minute(1), 1.0))
+    second.wait(lambda f: f.cn == "9014")
+    assert gw.routes[MN17] is not gw.routes[MN25]
+    first.close()
+    wait_for(lambda: not gw.devices[MN25].online, 10, "MN25 offline with its connection")
+    assert gw.devices[MN17].online  # its route had moved to the second connection
+    assert ingest.status.get("GW-CEMS-17", ("",))[0] == "online"
+    second.close()

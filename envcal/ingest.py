@@ -19,7 +19,6 @@ Topics (DESIGN.md section 4): ``envcal/{station}/{analyzer}/data`` (JSON v1 read
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import queue
 import re
@@ -420,7 +419,7 @@ class IngestCore:
     def _hj212(self, a: AnalyzerSpec, msg: Message, p: _Parsed, now: dt.datetime) -> None:
         from envcal.protocols import hj212
 
-        frame = hj212.decode_frame(msg.payload)
+        frame = hj212.decode_frame(msg.payload, crc=a.crc, encoding=a.encoding)
         if a.mn is None:
             raise Rejected(f"analyzer {a.id!r} has no HJ 212 MN in the registry")
         if frame.mn != a.mn:
@@ -428,9 +427,10 @@ class IngestCore:
         if a.pw is not None and frame.pw != a.pw:
             raise Rejected(f"HJ 212 access password (PW) does not match analyzer {a.id!r}")
         raw = frame.raw if isinstance(frame.raw, str) else bytes(frame.raw).decode("utf-8", "replace")
+        # digest: one row for a frame and its RF=1 resend; a resend stored first is a backfill
         p.frames.append({"analyzer_id": a.id, "received_at": now, "qn": frame.qn, "cn": str(frame.cn),
-                         "mn": frame.mn, "raw": raw,
-                         "sha256": hashlib.sha256(bytes(msg.payload)).hexdigest()})
+                         "mn": frame.mn, "raw": raw, "sha256": frame.digest,
+                         "quirks": ",".join(frame.quirks)[:255] or None, "resend": frame.rf})
         codes = self._codes[a.id]
         if frame.cn in hj212.DATA_CNS:
             self._readings(a, hj212.frame_to_records(frame, codes), p, now)
@@ -943,6 +943,54 @@ register_stat("dead_letters", count_rows("DeadLetter"))
 register_stat("data_gaps", count_rows("DataGap"))
 register_stat("check_summaries", count_rows("CheckSummaryRecord"))
 register_stat("hj212_frames", count_rows("Hj212Frame"))
+
+
+def _count_frames(where) -> Callable[[sa.Connection], int]:
+    def q(conn: sa.Connection) -> int:
+        from envcal import models
+
+        t = models.Hj212Frame.__table__
+        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(where(t))).scalar_one())
+    return q
+
+
+register_stat("hj212_quirks", _count_frames(lambda t: t.c.quirks.is_not(None)))
+register_stat("hj212_backfill", _count_frames(lambda t: t.c.resend.is_(True)))
+
+
+def hj212_quirk_counts(engine: Engine, analyzer_id: str | None = None) -> dict[str, dict[str, int]]:
+    """HJ 212 quirks per analyzer: how many stored frames showed each bend of the standard.
+
+    Parameters
+    ----------
+    engine : Engine
+    analyzer_id : str, optional
+        Only this analyzer.
+
+    Returns
+    -------
+    dict
+        ``{analyzer_id: {quirk name: frames}}`` (quirk names: ``envcal.protocols.hj212.QUIRKS``);
+        analyzers without quirks are absent.
+
+    References
+    ----------
+    HJ 212-2017, Tables 2 and 3 (the limits the quirks exceed).
+    """
+    from envcal import models
+
+    t = models.Hj212Frame.__table__
+    q = (sa.select(t.c.analyzer_id, t.c.quirks, sa.func.count()).where(t.c.quirks.is_not(None))
+         .group_by(t.c.analyzer_id, t.c.quirks))
+    if analyzer_id is not None:
+        q = q.where(t.c.analyzer_id == analyzer_id)
+    out: dict[str, dict[str, int]] = {}
+    with engine.connect() as conn:
+        for aid, quirks, n in conn.execute(q):
+            per = out.setdefault(aid, {})
+            for name in quirks.split(","):
+                per[name] = per.get(name, 0) + int(n)
+    return out
 register_stat("ingest_batches", count_rows("IngestLog"))
 
 

@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from envcal.protocols.hj212_codes import ST_BY_STATION_KIND
 from envcal.protocols.records import CheckBlock
 from envcal.registry import AnalyzerSpec, Registry
 from envcal.units import UnitError, convert
@@ -69,7 +70,7 @@ FAULT_TYPES = ("drift", "bias", "stuck", "noise", "drop", "malformed", "material
 #: NO cylinder certified in umol/mol gives the same mole fraction of NOx).
 _ALIASES = {"NOx": ("NOx", "NO", "NO2")}
 #: HJ 212 system codes (ST) by station kind.
-_ST = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
+_ST = ST_BY_STATION_KIND
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode

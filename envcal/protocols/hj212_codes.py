@@ -31,6 +31,7 @@ __all__ = [
     "FLAG_ACK",
     "FLAG_SPLIT",
     "ST",
+    "ST_BY_STATION_KIND",
     "ST_SYSTEM",
     "TIMEOUTS",
     "VERSIONS",
@@ -68,6 +69,9 @@ ST = {
     "41": "electromagnetic source", "51": "flue gas process monitoring",
     "52": "wastewater process monitoring", "91": "system interaction",
 }
+
+#: System code of each registry station kind (envcal.registry.StationKind).
+ST_BY_STATION_KIND = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
 
 #: Command codes (HJ 212-2017 Table 9, plus the HJ 212-2025 additions).
 CN = {

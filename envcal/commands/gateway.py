@@ -32,26 +32,17 @@ def _credentials(username: str | None, password_file: Path | None) -> tuple[str 
     return user, None
 
 
-def _keys(path: Path | None) -> dict[str, bytes]:
-    """SM4 keys: ``MN=32 hex digits`` lines of the secrets file."""
+def _keys(path: str | None, reg) -> dict[str, bytes]:
+    """SM4 keys by analyzer id from the secrets file (``--secrets`` / ``ENVCAL_HJ212_SECRETS``)."""
     if path is None:
         return {}
-    from envcal.mqtt_security import SecurityConfigError, read_secrets
+    from envcal.registry import RegistryError, load_hj212_keys
 
     try:
-        lines = read_secrets(path)
-    except (OSError, SecurityConfigError) as exc:
+        return load_hj212_keys(path, reg)
+    except RegistryError as exc:
         _fail(f"--secrets: {exc}")
-    keys = {}
-    for mn, text in lines.items():
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
-            key = b""
-        if len(key) != 16:
-            _fail(f"--secrets {path}: key of MN {mn} is not 32 hex digits (128-bit SM4 key)")
-        keys[mn] = key
-    return keys
+    return {}
 
 
 @gateway_app.callback(invoke_without_command=True)
@@ -60,7 +51,8 @@ def gateway(
     listen: str | None = typer.Option(None, "--listen", help="HOST:PORT to accept DAUs on, e.g. 0.0.0.0:21212"),
     broker: str | None = typer.Option(None, "--broker", help="mqtt://HOST:PORT (default: ENVCAL_BROKER)"),
     stations: str | None = typer.Option(None, "--stations", help="Registry TOML file or folder"),
-    secrets: Path | None = typer.Option(None, "--secrets", help="SM4 keys: MN=32 hex digits per line"),
+    secrets: Path | None = typer.Option(None, "--secrets", help="SM4 keys of 2025 DAUs: TOML [sm4] \"analyzer id\" = "
+                                        "\"32 hex digits\" (default: ENVCAL_HJ212_SECRETS)"),
     allow: list[str] = typer.Option([], "--allow", help="Peer address or CIDR allowed to connect (repeatable; default any)"),
     max_connections: int = typer.Option(10_000, "--max-connections", min=1, help="Open DAU connections at most"),
     max_buffer: int = typer.Option(64 * 1024, "--max-buffer", min=1024, help="Bytes held per connection without a frame"),
@@ -105,7 +97,7 @@ def gateway(
     n_mn = sum(1 for a in reg.analyzers.values() if a.mn)
     if n_mn == 0:
         _fail(f"registry {stations_path}: no analyzer has an HJ 212 MN")
-    keys = _keys(secrets)
+    keys = _keys(setting("hj212_secrets", str(secrets) if secrets else None, default=None), reg)
     user, password = _credentials(username, password_file)
     broker_url = str(setting("broker", broker))
     opts = Options(broker_url=broker_url, host=host, port=port, allow=nets, keys=keys,

@@ -29,7 +29,7 @@ from envcal.dead_letters import GATEWAY_TOPIC, GatewayDeadLetter, encode_gateway
 from envcal.gateway import wire
 from envcal.gateway.commands import Sequencer, Target, build_cp
 from envcal.gateway.link import BrokerLink
-from envcal.registry import AnalyzerSpec, Registry
+from envcal.registry import AnalyzerSpec, Registry, hj212_options
 
 log = logging.getLogger("envcal.gateway")
 
@@ -322,8 +322,8 @@ class Gateway:
                 dev.counts["answered"] += 1
 
     def _options(self, a: AnalyzerSpec | None) -> dict:
-        """Decode options of an analyzer: its SM4 key (from the secrets file)."""
-        return {"key": self.keys.get(a.id)} if a is not None and a.id in self.keys else {}
+        """Decode options of an analyzer: its opt-ins (CRC variant, encoding) and SM4 key."""
+        return hj212_options(a, self.keys) if a is not None else {}
 
     async def _refuse(self, conn: Connection, raw: bytes, reason: str, head: dict[str, str],
                       code: int, analyzer: AnalyzerSpec | None = None) -> None:

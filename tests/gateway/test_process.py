@@ -67,8 +67,13 @@ def test_gateway_cli_start_mistakes_exit_2(mosquitto, tmp_path):
     no_broker = _cli("--listen", "127.0.0.1:0", "--broker", f"mqtt://127.0.0.1:{free_port()}",
                      "--stations", str(STATIONS), "--broker-timeout", "1")
     not_local = _cli("--listen", "203.0.113.7:0", "--broker", mosquitto.url, "--stations", str(STATIONS))
+    secrets = tmp_path / "keys.toml"
+    secrets.write_text('[sm4]\n"NO-SUCH-ANALYZER" = "30303030303030303030303030303030"\n')
+    bad_keys = _cli("--listen", "127.0.0.1:0", "--broker", mosquitto.url, "--stations", str(STATIONS),
+                    "--secrets", str(secrets))
     for r, what in ((bad_listen, "HOST:PORT"), (missing, "no such registry"),
-                    (no_broker, "unreachable"), (not_local, "cannot listen")):
+                    (no_broker, "unreachable"), (not_local, "cannot listen"),
+                    (bad_keys, "--secrets")):
         assert r.returncode == 2, (r.stdout, r.stderr)
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("✗")]
         assert len(lines) == 1 and what in lines[0], r.stderr

@@ -167,5 +167,6 @@ def test_gateway_many_mns_on_one_connection_latest_route_wins(gateway, ingest, g
     first.close()
     wait_for(lambda: not gw.devices[MN25].online, 10, "MN25 offline with its connection")
     assert gw.devices[MN17].online  # its route had moved to the second connection
+    wait_for(lambda: ingest.status.get("GW-CEMS-25", ("",))[0] == "offline", 10, "ingest: MN25 offline")
     assert ingest.status.get("GW-CEMS-17", ("",))[0] == "online"
     second.close()

@@ -1,7 +1,7 @@
 """dead_letter.peer: the TCP peer address of a gateway refusal
 
 Revision ID: 0002g
-Revises: 0001
+Revises: 0002p
 Create Date: 2026-12-03 13:55:00
 """
 from collections.abc import Sequence
@@ -11,7 +11,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = '0002g'
-down_revision: str | None = '0001'
+down_revision: str | None = '0002p'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

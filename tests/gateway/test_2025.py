@@ -51,6 +51,8 @@ def test_gateway_2025_heartbeat_rf_resend_and_wrong_key(gateway25, ingest, gw_en
     wait_for(lambda: len(dau.answers("9014")) == 2, 10, "both answered")
     assert {f.flag for f in dau.answers("9014")} == {8}
     wait_for(lambda: count(gw_engine, "reading", "where analyzer_id = 'GW-CEMS-25'") == 2, 10, "stored")
+    wait_for(lambda: count(gw_engine, "ingest_log") >= 1, 10, "committed")
+    assert count(gw_engine, "hj212_frame") == 1  # the RF=1 resend has the original's digest
     dev = gateway25.gw.devices[MN25]
     assert dev.counts["resent"] == 1 and dev.counts["heartbeats"] == 1 and dev.ver == 2
     # a frame encrypted with another key fails its CRC: dead-lettered, not answered

@@ -170,3 +170,22 @@ def test_gateway_many_mns_on_one_connection_latest_route_wins(gateway, ingest, g
     wait_for(lambda: ingest.status.get("GW-CEMS-25", ("",))[0] == "offline", 10, "ingest: MN25 offline")
     assert ingest.status.get("GW-CEMS-17", ("",))[0] == "online"
     second.close()
+
+
+def test_gateway_mn_assignment_and_key_exchange_left_to_operator(gateway, ingest, gw_engine, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="envcal.gateway")
+    dau = SocketDau(gateway.address)
+    dau.send(hj212.encode_frame(cn="1001", mn=MN25, qn="20261201080000030", st="31", pw="123456",
+                                flag=9, cp="i23005-Info=DAU-1;i23006-Info=CPU-1"))
+    a = dau.wait(lambda f: f.cn == "9013", what="9013 to 1001")
+    assert (a.qn, a.flag) == ("20261201080000030", 8)
+    assert "MN assignment" in caplog.text
+    dau.send(hj212.encode_frame(cn="1014", mn=MN25, qn="20261201080000031", st="31", pw="123456",
+                                flag=9, cp="SKCreateTime=20261201080000"))
+    r = dau.wait(lambda f: f.cn == "9011", what="9011 to 1014")
+    assert (r.qn, r.fields["QnRtn"]) == ("20261201080000031", "2")
+    wait_for(lambda: count(gw_engine, "dead_letter", "where reason like '%key exchange%'") == 1, 10,
+             "1014 dead-lettered")
+    dau.close()

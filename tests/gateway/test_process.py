@@ -3,6 +3,7 @@ mistakes are one line and exit 2."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -78,3 +79,25 @@ def test_gateway_cli_start_mistakes_exit_2(mosquitto, tmp_path):
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("✗")]
         assert len(lines) == 1 and what in lines[0], r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_gateway_cli_send_and_devices(mosquitto, gateway, gw_engine, sqlite_url):
+    from envcal.users import add_user
+    from tests.gateway.support import SocketDau, answering
+
+    add_user(gw_engine, "li", "staff", "password-li")
+    dau = SocketDau(gateway.address, on_command=answering())
+    dau.send(data_frame(MN17, minute(0), 1.0))
+    dau.wait(lambda f: f.cn == "9014")
+    common = ("--db", sqlite_url, "--broker", mosquitto.url, "--stations", str(STATIONS))
+    ok = _cli("send", "3011", "--mn", MN17, "--param", "PolId=a21026", "--user", "li", *common)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("✓ CN 3011 to " + MN17)
+    nobody = _cli("send", "3011", "--mn", MN17, "--param", "PolId=a21026", "--user", "nobody", *common)
+    assert nobody.returncode == 2 and "no such enabled account" in nobody.stderr
+    dev = _cli("devices", "--json", "--broker", mosquitto.url)
+    assert dev.returncode == 0, dev.stderr
+    state = json.loads(dev.stdout)
+    d17 = [d for d in state["devices"] if d["mn"] == MN17][0]
+    assert d17["online"] and d17["version"] == "2017" and d17["counts"]["frames"] >= 1
+    dau.close()

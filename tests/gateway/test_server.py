@@ -82,6 +82,8 @@ def test_gateway_answers_only_after_puback(mosquitto, gateway, ingest, gw_engine
     mosquitto.stop()
     wait_for(lambda: not gateway.gw.link.connected.is_set(), 10, "gateway sees the broker gone")
     dau.send(frames[1])
+    unknown = data_frame("FF0000000000000000000000", minute(9), 1.0)
+    dau.send(unknown)  # refused while the broker is away: its dead letter waits in the client
     time.sleep(1.0)
     assert len(dau.answers("9014")) == 1, "answered a frame the broker never acknowledged"
     mosquitto.start()
@@ -91,6 +93,7 @@ def test_gateway_answers_only_after_puback(mosquitto, gateway, ingest, gw_engine
         dau.send(f)
     wait_for(lambda: len({a.qn for a in dau.answers("9014")}) == 3, 15, "all answered")
     wait_for(lambda: readings(gw_engine) == 6, 15, "every value stored")
+    wait_for(lambda: count(gw_engine, "dead_letter") == 1, 15, "the refusal stored after the outage")
     time.sleep(0.3)
     assert readings(gw_engine) == 6
     dau.close()

@@ -7,78 +7,17 @@ import asyncio
 import datetime as dt
 
 import pytest
+from support.hj212_platform import Platform
 
 from envcal.dau import Dau
 from envcal.protocols import hj212_commands as cmds
-from envcal.protocols.hj212 import Frame, decode_frame, encode_frame
+from envcal.protocols.hj212 import encode_frame
 from envcal.protocols.hj212_codes import ExeRtn, QnRtn
-from envcal.protocols.hj212_stream import FrameSplitter
 from envcal.protocols.records import UTC8
 
 MN = "33040000000001"
 KEY = b"0" * 16
 T0 = dt.datetime(2026, 1, 15, 8, 0, tzinfo=UTC8)
-
-
-class Platform:
-    """A minimal platform: answers what it is asked to, records every frame, sends commands."""
-
-    def __init__(self, *, answer: bool = True, key: bytes | None = None) -> None:
-        self.answer = answer
-        self.key = key
-        self.frames: list[Frame] = []
-        self.writers: list[asyncio.StreamWriter] = []
-        self.new_frame = asyncio.Event()
-        self.server: asyncio.Server | None = None
-
-    async def __aenter__(self) -> Platform:
-        self.server = await asyncio.start_server(self._conn, "127.0.0.1", 0)
-        self.port = self.server.sockets[0].getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        self.server.close()
-        for w in self.writers:
-            w.close()
-        await self.server.wait_closed()
-
-    async def _conn(self, reader, writer) -> None:
-        self.writers.append(writer)
-        sp = FrameSplitter()
-        while data := await reader.read(65536):
-            for item in sp.feed(data):
-                if not isinstance(item, bytes):
-                    continue
-                f = decode_frame(item, key=self.key)
-                self.frames.append(f)
-                self.new_frame.set()
-                if not self.answer or not f.ack_requested:
-                    continue
-                if f.cn in ("9015", "1013"):
-                    writer.write(cmds.notify_9013(f))
-                elif f.cn not in ("9011", "9012"):
-                    writer.write(cmds.data_answer_9014(f))
-        writer.close()
-
-    async def send(self, data: bytes) -> None:
-        for _ in range(500):  # the DAU connects in the background
-            if self.writers:
-                break
-            await asyncio.sleep(0.01)
-        w = self.writers[-1]
-        w.write(data)
-        await w.drain()
-
-    async def wait(self, pred, timeout: float = 5.0) -> list[Frame]:
-        async def loop():
-            while not pred(self.frames):
-                self.new_frame.clear()
-                await self.new_frame.wait()
-        await asyncio.wait_for(loop(), timeout)
-        return self.frames
-
-    def cns(self) -> list[str]:
-        return [f.cn for f in self.frames]
 
 
 def run(coro):

@@ -60,6 +60,7 @@ __all__ = [
     "crc16_modbus",
     "decode_frame",
     "encode_frame",
+    "peek_header",
     "frame_to_check_summary",
     "frame_to_records",
 ]
@@ -425,6 +426,34 @@ def _digest(seg_bytes: bytes, crc_calc: int, rf: bool) -> str:
 
 
 _RF_ITEM = re.compile(rb"(?<![^;,])RF=1[;,]")
+_PEEK = re.compile(rb"(?:^|[;,])(QN|ST|CN|PW|MN|Flag)=([0-9A-Za-z]{1,32})(?=[;,])")
+
+
+def peek_header(data: bytes) -> dict[str, str]:
+    """Header fields of a frame that may be invalid (no CRC or length check), best effort.
+
+    For answering or dead-lettering a refused frame: its QN, PW, MN, CN, ST and Flag as far
+    as they can be read from the text before ``CP=``.
+
+    Parameters
+    ----------
+    data : bytes
+        A frame as cut from the stream.
+
+    Returns
+    -------
+    dict of str to str
+        The fields found (first occurrence of each); ``{}`` when none.
+
+    References
+    ----------
+    HJ 212-2017, Table 3 (data segment header fields).
+    """
+    head = bytes(data[6:]).split(b"CP=", 1)[0] if len(data) > 6 else b""
+    out: dict[str, str] = {}
+    for m in _PEEK.finditer(head):
+        out.setdefault(m.group(1).decode("ascii"), m.group(2).decode("ascii"))
+    return out
 
 
 def _decrypt_segment(seg_bytes: bytes, at: int, key: bytes | None) -> bytes:

@@ -44,6 +44,7 @@ __all__ = [
     "cmd_std_check",
     "data_answer_9014",
     "encode_answer",
+    "encode_answer_to",
     "encode_request",
     "heartbeat_9015",
     "local14",
@@ -131,8 +132,32 @@ def encode_answer(frame: Frame, cn: str, cp: str = "", *, version: int | None = 
     HJ 212-2017, Appendix C Tables C.1 (9011/9012), C.4 (9013), C.14 and C.48 (9014, ST=91,
     Flag=4); HJ 212-2025, Table C.18 (9014, Flag=8).
     """
-    return encode_frame(cn=cn, mn=frame.mn or "", qn=frame.qn, st=ST_SYSTEM, pw=frame.pw or "",
-                        flag=flag_for(_answer_version(version, frame), ack=False), cp=cp)
+    return encode_answer_to(frame.qn, frame.pw or "", frame.mn or "", _answer_version(version, frame),
+                            cn, cp)
+
+
+def encode_answer_to(qn: str | None, pw: str, mn: str, version: int, cn: str, cp: str = "") -> bytes:
+    """An answer built from header fields alone (for a frame that could not be decoded).
+
+    Parameters
+    ----------
+    qn, pw, mn : str
+        Of the frame answered (see :func:`envcal.protocols.hj212.peek_header`).
+    version : int
+        Flag version of the peer (1 or 2; anything else answers as 2017).
+    cn, cp : str
+        9011 with ``QnRtn=9`` for a CRC error, for example.
+
+    Returns
+    -------
+    bytes
+
+    References
+    ----------
+    HJ 212-2017, Table 7 (QnRtn 9: CRC error) and Appendix C Table C.1.
+    """
+    v = version if version in (VERSION_2017, VERSION_2025) else VERSION_2017
+    return encode_frame(cn=cn, mn=mn, qn=qn, st=ST_SYSTEM, pw=pw, flag=flag_for(v, ack=False), cp=cp)
 
 
 def answer_9011(frame: Frame, code: QnRtn, *, version: int | None = None) -> bytes:

@@ -358,3 +358,18 @@ def test_field_frames_all_decode():
         seen.add((f.cn, f.st, f.flag))
     # the platform in these logs answered 9014 with the data's ST (21), not 91, and Flag=5
     assert ("9014", "21", 5) in seen and ("2011", "21", 5) in seen
+
+
+def test_peek_header_and_answer_to_refused_frame():
+    from envcal.protocols.hj212 import peek_header
+    from envcal.protocols.hj212_commands import encode_answer_to
+
+    bad = _upload(9)[:-6] + b"0000\r\n"  # wrong CRC
+    with pytest.raises(Hj212Error):
+        decode_frame(bad)
+    h = peek_header(bad)
+    assert h == {"QN": "20260115080000123", "ST": "32", "CN": "2011", "PW": "654321", "MN": MN, "Flag": "9"}
+    a = decode_frame(encode_answer_to(h["QN"], h["PW"], h["MN"], codes.flag_version(int(h["Flag"])),
+                                      "9011", f"QnRtn={codes.QnRtn.CRC_ERROR:d}"))
+    assert (a.cn, a.st, a.qn, a.flag, a.fields) == ("9011", "91", h["QN"], 8, {"QnRtn": "9"})
+    assert peek_header(b"garbage") == {} and peek_header(b"##0010;MN=;CP=&&") == {}

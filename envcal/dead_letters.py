@@ -21,8 +21,12 @@ it in the session) uses another client and packet id: that copy is a second row.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
@@ -100,3 +104,73 @@ def store_dead_letters(conn: sa.Connection, insert, table: sa.Table, rows: Seque
     for r in rows:  # dead letters are rare: one statement each, RETURNING counts them
         n += conn.execute(stmt, r).first() is not None
     return n
+
+
+# --------------------------------------------------------------------------- gateway refusals
+#: Topic on which ``envcal gateway`` hands its refusals (bad CRC, unknown MN, wrong PW, ...)
+#: to ingest, which stores them as dead letters (the gateway has no database of its own).
+GATEWAY_TOPIC = "envcal/gateway/deadletter"
+_GATEWAY_KEYS = frozenset({"peer", "reason", "raw_b64", "mn", "analyzer_id", "received_at"})
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayDeadLetter:
+    """One refusal of the HJ 212 gateway: the raw bytes, who sent them and why."""
+
+    peer: str
+    reason: str
+    raw: bytes
+    mn: str | None = None
+    analyzer_id: str | None = None
+    received_at: str | None = None  # ISO 8601 UTC, as the gateway saw it
+
+
+def encode_gateway_dead_letter(d: GatewayDeadLetter) -> bytes:
+    """The JSON payload of a gateway refusal on :data:`GATEWAY_TOPIC`.
+
+    Parameters
+    ----------
+    d : GatewayDeadLetter
+
+    Returns
+    -------
+    bytes
+        ``{"peer", "reason", "raw_b64", "mn", "analyzer_id", "received_at"}`` as UTF-8 JSON
+        (the raw bytes base64-encoded: they may be anything a TCP peer sent).
+    """
+    return json.dumps({"peer": d.peer, "reason": d.reason,
+                       "raw_b64": base64.b64encode(d.raw).decode("ascii"), "mn": d.mn,
+                       "analyzer_id": d.analyzer_id, "received_at": d.received_at},
+                      ensure_ascii=False).encode("utf-8")
+
+
+def decode_gateway_dead_letter(payload: bytes) -> GatewayDeadLetter:
+    """Parse a payload written by :func:`encode_gateway_dead_letter` (strictly).
+
+    Raises
+    ------
+    ValueError
+        Not JSON, not an object, unknown or missing keys, bad base64, wrong types.
+    """
+    try:
+        obj = json.loads(bytes(payload).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"gateway dead letter is not UTF-8 JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ValueError("gateway dead letter must be a JSON object")
+    unknown = set(obj) - _GATEWAY_KEYS
+    if unknown:
+        raise ValueError(f"gateway dead letter: unknown key(s) {', '.join(sorted(unknown))}")
+    for key in ("peer", "reason", "raw_b64"):
+        if not isinstance(obj.get(key), str):
+            raise ValueError(f"gateway dead letter: {key} must be a string")
+    for key in ("mn", "analyzer_id", "received_at"):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise ValueError(f"gateway dead letter: {key} must be a string or null")
+    try:
+        raw = base64.b64decode(obj["raw_b64"], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("gateway dead letter: raw_b64 is not base64") from None
+    return GatewayDeadLetter(peer=obj["peer"][:128], reason=obj["reason"], raw=raw,
+                             mn=obj.get("mn"), analyzer_id=(obj.get("analyzer_id") or None),
+                             received_at=obj.get("received_at"))

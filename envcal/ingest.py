@@ -19,7 +19,6 @@ Topics (DESIGN.md section 4): ``envcal/{station}/{analyzer}/data`` (JSON v1 read
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import logging
 import queue
 import re
@@ -31,7 +30,12 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from envcal.dead_letters import delivery_key, store_dead_letters
+from envcal.dead_letters import (
+    GATEWAY_TOPIC,
+    decode_gateway_dead_letter,
+    delivery_key,
+    store_dead_letters,
+)
 from envcal.protocols import json_v1
 from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
 from envcal.registry import AnalyzerSpec, Registry
@@ -72,7 +76,7 @@ def topics(group: str | None = None) -> list[str]:
     -------
     list of str
     """
-    base = [f"envcal/+/+/{k}" for k in TOPIC_KINDS]
+    base = [f"envcal/+/+/{k}" for k in TOPIC_KINDS] + [GATEWAY_TOPIC]
     if group:
         if "/" in group or "+" in group or "#" in group:
             raise ValueError(f"invalid shared-subscription group name {group!r}")
@@ -299,6 +303,8 @@ class IngestCore:
     # ------------------------------------------------------------------ parsing
     def parse(self, msg: Message, now: dt.datetime) -> _Parsed:
         """Decode and validate one message; a bad one comes back as a dead letter."""
+        if msg.topic == GATEWAY_TOPIC:
+            return self._gateway_refusal(msg, now)
         p = _Parsed(msg)
         try:
             self._parse(msg, p, now)
@@ -315,6 +321,18 @@ class IngestCore:
         p.dead = {"received_at": now, "topic": msg.topic[:1024], "payload": bytes(msg.payload),
                   "reason": reason, "analyzer_id": analyzer_id, "mqtt_mid": msg.mid or None,
                   "delivery_key": delivery_key(self.worker, msg.mid, msg.topic, msg.payload)}
+        return p
+
+    def _gateway_refusal(self, msg: Message, now: dt.datetime) -> _Parsed:
+        """A refusal of ``envcal gateway``: its raw bytes, peer and reason as a dead letter."""
+        try:
+            d = decode_gateway_dead_letter(msg.payload)
+        except ValueError as exc:
+            return self._dead(msg, None, str(exc), now)
+        aid = d.analyzer_id if d.analyzer_id in self.registry.analyzers else None
+        p = self._dead(msg, aid, f"gateway: {d.reason}", now)
+        p.dead["payload"] = d.raw
+        p.dead["peer"] = d.peer
         return p
 
     def _analyzer(self, msg: Message, p: _Parsed) -> tuple[AnalyzerSpec, str]:
@@ -401,7 +419,7 @@ class IngestCore:
     def _hj212(self, a: AnalyzerSpec, msg: Message, p: _Parsed, now: dt.datetime) -> None:
         from envcal.protocols import hj212
 
-        frame = hj212.decode_frame(msg.payload)
+        frame = hj212.decode_frame(msg.payload, crc=a.crc, encoding=a.encoding)
         if a.mn is None:
             raise Rejected(f"analyzer {a.id!r} has no HJ 212 MN in the registry")
         if frame.mn != a.mn:
@@ -409,9 +427,10 @@ class IngestCore:
         if a.pw is not None and frame.pw != a.pw:
             raise Rejected(f"HJ 212 access password (PW) does not match analyzer {a.id!r}")
         raw = frame.raw if isinstance(frame.raw, str) else bytes(frame.raw).decode("utf-8", "replace")
+        # digest: one row for a frame and its RF=1 resend; a resend stored first is a backfill
         p.frames.append({"analyzer_id": a.id, "received_at": now, "qn": frame.qn, "cn": str(frame.cn),
-                         "mn": frame.mn, "raw": raw,
-                         "sha256": hashlib.sha256(bytes(msg.payload)).hexdigest()})
+                         "mn": frame.mn, "raw": raw, "sha256": frame.digest,
+                         "quirks": ",".join(frame.quirks)[:255] or None, "resend": frame.rf})
         codes = self._codes[a.id]
         if frame.cn in hj212.DATA_CNS:
             self._readings(a, hj212.frame_to_records(frame, codes), p, now)

@@ -120,6 +120,7 @@ class DeadLetter(SQLModel, table=True):
     analyzer_id: str | None = Field(default=None, max_length=64)
     mqtt_mid: int | None = None
     delivery_key: str | None = Field(default=None, max_length=64)
+    peer: str | None = Field(default=None, max_length=128)  # TCP peer of a gateway refusal
 
 
 class DataGap(SQLModel, table=True):
@@ -150,6 +151,10 @@ class Hj212Frame(SQLModel, table=True):
     mn: str | None = Field(default=None, max_length=64)
     raw: str
     sha256: str = Field(max_length=64)
+    #: HJ 212 quirks the frame showed (comma-separated names, envcal.protocols.hj212.QUIRKS)
+    quirks: str | None = Field(default=None, max_length=255)
+    #: HJ 212-2025 resend (RF=1) that was the first copy to arrive: a backfilled frame
+    resend: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
 
 
 class IngestLog(SQLModel, table=True):

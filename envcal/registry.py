@@ -13,6 +13,10 @@ A registry file holds ``[[stations]]`` and ``[[analyzers]]`` tables::
 
 Unknown keys, unknown units or analytes, duplicate ids and dangling references are errors
 that name the file and the key.
+
+Per-analyzer HJ 212 options: ``crc = "modbus"`` and ``encoding = "gbk"`` (opt-in bends of
+real devices). SM4 keys never sit in the registry: they come from a separate secrets file
+(:func:`load_hj212_keys`).
 """
 
 from __future__ import annotations
@@ -90,6 +94,10 @@ class AnalyzerSpec(_Strict):
     rule_pack: str
     protocol: Literal["json", "hj212"] = "json"
     pw: str | None = None  # HJ 212 access password, checked when set
+    #: HJ 212 CRC the device sends: "modbus" accepts the CRC-16/MODBUS variant too (opt-in)
+    crc: Literal["hj212", "modbus"] = "hj212"
+    #: HJ 212 text encoding: "gbk" accepts GBK text too (opt-in)
+    encoding: Literal["utf-8", "gbk"] = "utf-8"
     channels: list[ChannelSpec] = Field(min_length=1)
 
     def channel(self, analyte: str) -> ChannelSpec | None:
@@ -195,6 +203,92 @@ def load_registry(paths: str | Path | Iterable[str | Path]) -> Registry:
             raise RegistryError(f"{origin['a:' + a.id]}: analyzer {a.id!r}: station: unknown station "
                                 f"{a.station!r}")
     return reg
+
+
+#: Environment variable naming the HJ 212 secrets file (SM4 keys).
+SECRETS_ENV = "ENVCAL_HJ212_SECRETS"
+
+
+class _KeyFile(_Strict):
+    sm4: dict[str, str] = {}
+
+    @field_validator("sm4")
+    @classmethod
+    def _hex_keys(cls, v: dict[str, str]) -> dict[str, str]:
+        for aid, text in v.items():
+            if len(text) != 32 or any(c not in "0123456789abcdefABCDEF" for c in text):
+                raise ValueError(f"key of analyzer {aid!r} must be 32 hex digits (128 bits)")
+        return v
+
+
+def load_hj212_keys(path: str | Path, registry: Registry | None = None) -> dict[str, bytes]:
+    """SM4 keys of HJ 212-2025 devices from a secrets file (never from the registry).
+
+    The file is TOML::
+
+        [sm4]
+        "HZ-AQ01-PM" = "30303030303030303030303030303030"   # 32 hex digits per analyzer
+
+    Parameters
+    ----------
+    path : str or Path
+        The secrets file (given by ``--secrets`` or ``ENVCAL_HJ212_SECRETS``).
+    registry : Registry, optional
+        When given, every analyzer id must be in it.
+
+    Returns
+    -------
+    dict of str to bytes
+        Analyzer id -> 16-byte key.
+
+    Raises
+    ------
+    RegistryError
+        Unreadable file, unknown key, a key that is not 32 hex digits, an unknown analyzer;
+        the message names the file and never shows a key.
+
+    References
+    ----------
+    HJ 212-2025, clause 6.4.2 (SM4, 16-byte key) and 6.4.3 (key management).
+    """
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise RegistryError(f"{p}: cannot read HJ 212 secrets file: {exc.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise RegistryError(f"{p}: invalid TOML: {exc}") from None
+    try:
+        parsed = _KeyFile.model_validate(data)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = ".".join(str(x) for x in err["loc"]) or "(file)"
+            msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{p}: {where}: {msg}")  # no input echoed: it may be a key
+        raise RegistryError("\n".join(lines)) from None
+    if registry is not None:
+        for aid in parsed.sm4:
+            if aid not in registry.analyzers:
+                raise RegistryError(f"{p}: sm4.{aid}: unknown analyzer {aid!r} (not in the registry)")
+    return {aid: bytes.fromhex(text) for aid, text in parsed.sm4.items()}
+
+
+def hj212_options(spec: AnalyzerSpec, keys: dict[str, bytes] | None = None) -> dict:
+    """Keyword arguments of :func:`envcal.protocols.hj212.decode_frame` for one analyzer.
+
+    Parameters
+    ----------
+    spec : AnalyzerSpec
+    keys : dict, optional
+        Output of :func:`load_hj212_keys`.
+
+    Returns
+    -------
+    dict
+        ``{"crc": ..., "encoding": ..., "key": bytes or None}``.
+    """
+    return {"crc": spec.crc, "encoding": spec.encoding, "key": (keys or {}).get(spec.id)}
 
 
 def sync_registry(engine, reg: Registry) -> None:

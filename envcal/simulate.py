@@ -40,6 +40,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from envcal.protocols.hj212_codes import ST_BY_STATION_KIND
 from envcal.protocols.records import CheckBlock
 from envcal.registry import AnalyzerSpec, Registry
 from envcal.units import UnitError, convert
@@ -69,7 +70,7 @@ FAULT_TYPES = ("drift", "bias", "stuck", "noise", "drop", "malformed", "material
 #: NO cylinder certified in umol/mol gives the same mole fraction of NOx).
 _ALIASES = {"NOx": ("NOx", "NO", "NO2")}
 #: HJ 212 system codes (ST) by station kind.
-_ST = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
+_ST = ST_BY_STATION_KIND
 
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
@@ -957,11 +958,7 @@ class Simulator:
                 q.append(clients[a.spec.id].publish(self._topic(a, "status"), b"offline", qos=1,
                                                     retain=True))
             for aid, q in pending.items():
-                while q:
-                    info = q.popleft()
-                    info.wait_for_publish(60)
-                    if not info.is_published():
-                        raise SimulatorError(f"{aid}: message not acknowledged by {broker_url}")
+                _wait_acked(q, f"{aid}: message not acknowledged by {broker_url}")
         finally:
             for c in clients.values():
                 c.disconnect()
@@ -969,6 +966,196 @@ class Simulator:
         stats = dict(self.stats)
         stats["published"] = published
         return stats
+
+    # -------------------------------------------------------------- TCP (HJ 212 DAUs)
+    def dau_analyzers(self) -> list[str]:
+        """Analyzers that act as HJ 212 DAUs over TCP: ``protocol = "hj212"`` with an MN."""
+        return sorted(a.id for a in self.registry.analyzers.values() if a.protocol == "hj212" and a.mn)
+
+    def _check_handler(self, a: _Analyzer, dau):
+        """3011/3024 from the platform: replay the analyzer's first scheduled check of that kind
+        from the DAU's clock (3011: the readings as 2011 frames flagged C; 3024: a 2062 result)."""
+        def handler(cn: str, polid: str | None):
+            ch = next((c for c in a.spec.channels if c.code == polid), None)
+            want = ("std_sample",) if cn == "3024" else ("zero", "span")
+            ev = next((e for e in a.checks if ch is not None and e.analyte == ch.analyte
+                       and e.kind in want), None)
+            if ev is None:
+                return []
+            t0 = dau.now().astimezone(TZ).replace(microsecond=0)
+            dec = _decimals(ch.span)
+            if cn == "3011":
+                return [("2011", t0 + dt.timedelta(seconds=float(t - ev.times[0])),
+                         f"{polid}-Rtd={round(float(v), dec)!r},{polid}-Flag=C")
+                        for t, v in zip(ev.times, ev.values, strict=True)]
+            measured = round(float(np.mean(ev.values[-CHECK_PLATEAU:])), dec)
+            ok = abs(measured - ev.reference) <= 0.1 * max(abs(ev.reference), 1e-9)
+            return [("2062", t0, f"{polid}-SampleRd={measured!r},{polid}-StandardValue="
+                     f"{round(ev.reference, dec)!r},{polid}-ResultType={int(ok)}")]
+        return handler
+
+    def publish_tcp(self, gateway: str, broker_url: str | None = None, speed: float = 0.0, *,
+                    version: int = 1, keys: dict[str, bytes] | None = None,
+                    timeout_s: float = 10.0, heartbeat_s: float = 30.0, max_pending: int = 64,
+                    progress=None, stop=None) -> dict[str, int]:
+        """Run the simulation with the HJ 212 analyzers as DAUs connected to a gateway over TCP.
+
+        Parameters
+        ----------
+        gateway : str
+            ``HOST:PORT`` of the platform (``envcal gateway --listen``).
+        broker_url : str, optional
+            MQTT broker for every other message (JSON analyzers, the DAUs' JSON check
+            readings); None leaves them out (counted as ``not_sent``).
+        speed : float, default 0
+            Simulated seconds per real second; 0 = as fast as the answers come.
+        version : int, default 1
+            HJ 212 version of the DAUs: 1 (2017) or 2 (2025, with heartbeats).
+        keys : dict, optional
+            SM4 keys by analyzer id (``envcal.registry.load_hj212_keys``; 2025 only).
+        timeout_s : float, default 10
+            Answer timeout of the DAUs [s] (HJ 212-2017 Table 1).
+        heartbeat_s : float, default 30
+            9015 heartbeat period [s] (2025).
+        max_pending : int, default 64
+            Uploads per DAU not yet answered before the run waits.
+        progress, stop
+            As for :meth:`publish`.
+
+        Returns
+        -------
+        dict
+            ``stats`` plus ``uploaded`` (answered frames), ``resent``, ``mqtt`` and ``not_sent``.
+
+        References
+        ----------
+        HJ 212-2017, clause 6.2 and Table 1 (resends); HJ 212-2025, Table 12 (9015).
+        """
+        import asyncio
+
+        host, sep, port = gateway.rpartition(":")
+        if not sep or not port.isdigit():
+            raise SimulatorError(f"--gateway must be HOST:PORT, not {gateway!r}")
+        return asyncio.run(self._publish_tcp(host or "127.0.0.1", int(port), broker_url, speed,
+                                             version, keys or {}, timeout_s, heartbeat_s,
+                                             max_pending, progress, stop))
+
+    async def _publish_tcp(self, host, port, broker_url, speed, version, keys, timeout_s,
+                           heartbeat_s, max_pending, progress, stop) -> dict[str, int]:
+        import asyncio
+
+        from envcal.dau import Dau
+        from envcal.protocols.hj212 import Hj212Error, decode_frame
+
+        if not self._built:
+            self._build()
+        by_id = {a.spec.id: a for a in self._an}
+        daus: dict[str, Dau] = {}
+        for aid in self.dau_analyzers():
+            a = by_id[aid]
+            d = Dau(host, port, a.spec.mn, pw=a.spec.pw or "123456", st=_ST.get(a.station_kind, "22"),
+                    version=version, key=keys.get(aid), timeout_s=timeout_s,
+                    heartbeat_s=heartbeat_s if version == 2 else None, window=max_pending,
+                    clock=self._sim_clock(speed))
+            d.check_handler = self._check_handler(a, d)
+            daus[aid] = d
+        mqtt_client = self._mqtt(broker_url) if broker_url else None
+        pending: dict[str, list] = {aid: [] for aid in daus}
+        counts = {"uploaded": 0, "mqtt": 0, "not_sent": 0, "raw": 0}
+        infos: deque = deque()
+        try:
+            for d in daus.values():
+                await d.start()
+            t_real0 = time.monotonic()
+            last_hour = None
+            for sim_time, topic, payload in self.messages():
+                if stop is not None and stop.is_set():
+                    break
+                if speed > 0:
+                    wait = t_real0 + (sim_time - self.start).total_seconds() / speed - time.monotonic()
+                    if wait > 0:
+                        await asyncio.sleep(wait)
+                aid = topic.split("/")[2]
+                d = daus.get(aid)
+                if d is None or not topic.endswith("/hj212"):
+                    if mqtt_client is not None:
+                        infos.append(mqtt_client.publish(topic, payload, qos=1))
+                        while len(infos) > 2000:
+                            infos.popleft().wait_for_publish(30)
+                        counts["mqtt"] += 1
+                    else:
+                        counts["not_sent"] += 1
+                    continue
+                try:
+                    f = decode_frame(payload)
+                except Hj212Error:  # a deliberately malformed frame: sent as it is
+                    await d.connected.wait()
+                    await d.send_raw(payload)
+                    counts["raw"] += 1
+                    continue
+                area = f.raw[f.raw.index("CP=&&") + 5:f.raw.rindex("&&")]
+                q = pending[aid]
+                q.append(d.submit(f.cn, f.data_time, area))
+                if len(q) >= max_pending:
+                    await q.pop(0)
+                    counts["uploaded"] += 1
+                if progress is not None:
+                    hour = sim_time.replace(minute=0, second=0, microsecond=0)
+                    if hour != last_hour:
+                        last_hour = hour
+                        progress(sim_time, counts["uploaded"] + counts["mqtt"])
+            for q in pending.values():
+                for t in q:
+                    await t
+                    counts["uploaded"] += 1
+                q.clear()
+            _wait_acked(infos, f"message not acknowledged by {broker_url}")
+        finally:
+            for d in daus.values():
+                await d.stop()
+            if mqtt_client is not None:
+                mqtt_client.disconnect()
+                mqtt_client.loop_stop()
+        stats = dict(self.stats)
+        stats.update(counts)
+        stats["resent"] = sum(d.stats["resent"] for d in daus.values())
+        return stats
+
+    def _sim_clock(self, speed: float):
+        """The DAUs' clock: simulated time (the run starts now in real time at ``self.start``)."""
+        if speed <= 0:
+            return None
+        t0_real = time.monotonic()
+        start = self.start
+
+        def clock() -> dt.datetime:
+            return start + dt.timedelta(seconds=(time.monotonic() - t0_real) * speed)
+        return clock
+
+    @staticmethod
+    def _mqtt(broker_url: str):
+        import paho.mqtt.client as mqtt
+
+        from envcal.broker import parse_broker_url
+
+        host, port, tls = parse_broker_url(broker_url)
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="envcal-sim-tcp",
+                        protocol=mqtt.MQTTv311)
+        if tls:
+            c.tls_set()
+        c.max_inflight_messages_set(100)
+        c.connect(host, port, keepalive=30)
+        c.loop_start()
+        return c
+
+
+def _wait_acked(infos: deque, error: str) -> None:
+    """Wait for the PUBACK of every pending publish in ``infos`` (emptied); raise ``error`` if one fails."""
+    while infos:
+        info = infos.popleft()
+        info.wait_for_publish(60)
+        if not info.is_published():
+            raise SimulatorError(error)
 
 
 def expected_alerts(faults: Iterable[Fault]) -> dict[str, set[str]]:

@@ -38,6 +38,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "read": frozenset(ROLES),
     "alert.ack": frozenset({"staff", "admin"}),
     "alert.resolve": frozenset({"staff", "admin"}),
+    "device.command": frozenset({"staff", "admin"}),  # HJ 212 commands down to a DAU
     "certificate.upload": frozenset({"lab", "admin"}),
     "certificate.revoke": frozenset({"lab", "admin"}),
     "rule.confirm": frozenset({"admin"}),

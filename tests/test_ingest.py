@@ -28,7 +28,8 @@ from support.mqtt_ingest import (
 from support.mqtt_ingest import now_utc as _now
 
 from envcal import models
-from envcal.ingest import IngestCore, IngestService, Message, stats, topics
+from envcal.ingest import IngestCore, IngestService, Message, topics
+from envcal.stats import hj212_quirk_counts, stats
 from envcal.registry import sync_registry
 
 HJ_AZ, HJ_MN = "JX-PP01-CEMS", "33040000000001"
@@ -53,7 +54,8 @@ def service(broker, eng, reg, **kw) -> IngestService:
 
 # --------------------------------------------------------------------------- unit-level
 def test_topics_shared_group():
-    assert topics() == ["envcal/+/+/data", "envcal/+/+/hj212", "envcal/+/+/check", "envcal/+/+/status"]
+    assert topics() == ["envcal/+/+/data", "envcal/+/+/hj212", "envcal/+/+/check", "envcal/+/+/status",
+                        "envcal/gateway/deadletter"]
     assert topics("g1")[0] == "$share/g1/envcal/+/+/data"
     with pytest.raises(ValueError):
         topics("bad/group")
@@ -153,6 +155,29 @@ def test_core_hj212_frames(sqlite_engine, registry):
     assert "MN" in reasons[0] and "crc" in reasons[1].lower()
     assert frames == ["2011", "1011"]
     assert vals == {"SO2": 22.5, "NOx": 40.1}
+
+
+def test_core_hj212_quirks_counted_and_rf_resend_stored_once(sqlite_engine, registry):
+    from envcal.protocols import hj212
+
+    sync_registry(sqlite_engine, registry)
+    t = (_now() - dt.timedelta(hours=1)).astimezone(dt.timezone(dt.timedelta(hours=8)))
+    local = t.strftime("%Y%m%d%H%M%S")
+    kw = dict(cn="2011", mn=HJ_MN, flag=9, qn="20260101000000000")
+    orig = hj212.encode_frame(**kw, cp=f"DataTime={local}123;a21026-Rtd=1.5")  # milliseconds
+    first_rf = hj212.encode_frame(**kw, rf=True, cp=f"DataTime={local};a21002-Rtd=2.5")
+    core = IngestCore(sqlite_engine, registry)
+    core.ingest([(HJ_TOPIC, orig)])
+    r = core.ingest([(HJ_TOPIC, hj212.encode_frame(**kw, rf=True, cp=f"DataTime={local}123;a21026-Rtd=1.5")),
+                     (HJ_TOPIC, first_rf)])
+    assert r.rows == 1 and r.duplicates == 1 and r.dead_letters == 0
+    with sqlite_engine.connect() as conn:
+        rows = conn.execute(sa.text("select quirks, resend from hj212_frame order by id")).all()
+    assert [(q, bool(b)) for q, b in rows] == [("datetime_ms", False), (None, True)]
+    assert hj212_quirk_counts(sqlite_engine) == {HJ_AZ: {"datetime_ms": 1}}
+    assert hj212_quirk_counts(sqlite_engine, "nobody") == {}
+    assert stats(sqlite_engine, ["hj212_frames", "hj212_quirks", "hj212_backfill"]) == {
+        "hj212_frames": 2, "hj212_quirks": 1, "hj212_backfill": 1}
 
 
 # --------------------------------------------------------------------------- the service over MQTT

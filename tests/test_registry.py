@@ -93,3 +93,56 @@ def test_registry_sync_is_idempotent(engine, registry):
         assert len(s.exec(select(Analyzer)).all()) == len(registry.analyzers)
         n_channels = sum(len(a.channels) for a in registry.analyzers.values())
         assert len(s.exec(select(Channel)).all()) == n_channels
+
+
+# --------------------------------------------------------------------------- HJ 212 options
+def test_registry_hj212_opt_ins(tmp_path):
+    from envcal.registry import hj212_options
+
+    text = GOOD.replace('serial = "x"', 'serial = "x"\nmn = "M1"\nprotocol = "hj212"\n'
+                        'crc = "modbus"\nencoding = "gbk"')
+    a = load_registry(_write(tmp_path, text)).analyzers["A1"]
+    assert (a.crc, a.encoding) == ("modbus", "gbk")
+    assert hj212_options(a) == {"crc": "modbus", "encoding": "gbk", "key": None}
+    a0 = load_registry(_write(tmp_path, GOOD, "g.toml")).analyzers["A1"]
+    assert (a0.crc, a0.encoding) == ("hj212", "utf-8")
+
+
+@pytest.mark.parametrize("line, message", [('crc = "ccitt"', r"analyzers\[0\]\.crc"),
+                                           ('encoding = "latin-1"', r"analyzers\[0\]\.encoding"),
+                                           ('sm4_key = "00"', "unknown key")])
+def test_registry_hj212_options_strict(tmp_path, line, message):
+    with pytest.raises(RegistryError, match=message):
+        load_registry(_write(tmp_path, GOOD.replace('serial = "x"', f'serial = "x"\n{line}')))
+
+
+def test_hj212_keys_file(tmp_path):
+    from envcal.registry import hj212_options, load_hj212_keys
+
+    reg = load_registry(_write(tmp_path, GOOD))
+    p = _write(tmp_path, '[sm4]\nA1 = "30303030303030303030303030303030"\n', "secrets.toml")
+    keys = load_hj212_keys(p, reg)
+    assert keys == {"A1": b"0" * 16}
+    assert hj212_options(reg.analyzers["A1"], keys)["key"] == b"0" * 16
+
+
+@pytest.mark.parametrize("text, message", [
+    ('[sm4]\nA1 = "3030"\n', "32 hex digits"),
+    ('[sm4]\nA9 = "30303030303030303030303030303030"\n', "unknown analyzer 'A9'"),
+    ('[keys]\nA1 = "30303030303030303030303030303030"\n', "keys: unknown key"),
+    ('[sm4\n', "invalid TOML"),
+])
+def test_hj212_keys_file_strict(tmp_path, text, message):
+    from envcal.registry import load_hj212_keys
+
+    reg = load_registry(_write(tmp_path, GOOD))
+    with pytest.raises(RegistryError, match=message) as exc:
+        load_hj212_keys(_write(tmp_path, text, "secrets.toml"), reg)
+    assert "303030" not in str(exc.value)
+
+
+def test_hj212_keys_file_missing(tmp_path):
+    from envcal.registry import load_hj212_keys
+
+    with pytest.raises(RegistryError, match="cannot read"):
+        load_hj212_keys(tmp_path / "nope.toml")

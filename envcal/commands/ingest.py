@@ -83,7 +83,7 @@ def ingest(
     password = None
     if password_file is not None:
         try:
-            password = _read_password(password_file, user)
+            password = read_password(password_file, user)
         except (OSError, ValueError) as exc:
             _fail(console, "broker", f"--password-file: {exc}")
     try:
@@ -123,7 +123,7 @@ def ingest(
     engine.dispose()
 
 
-def _read_password(path: Path, username: str | None) -> str:
+def read_password(path: Path, username: str | None) -> str:
     """The password in ``path``: the whole (stripped) file, or the ``USER=PASSWORD`` line of
     ``username`` in a secrets file. Error messages never contain the file's content."""
     text = path.read_text(encoding="utf-8")

@@ -27,6 +27,14 @@ def register(app: typer.Typer) -> None:
         materials: Path = typer.Option(None, "--materials", help="Folder of CRM certificates "
                                        "(default: reference_materials/)"),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON"),
+        transport: str = typer.Option("mqtt", "--transport", help="mqtt, or tcp: the HJ 212 analyzers "
+                                      "(protocol hj212 with an MN) become DAUs connected to --gateway; "
+                                      "the other messages go to --broker if given"),
+        gateway: str = typer.Option(None, "--gateway", help="HOST:PORT of the HJ 212 gateway "
+                                    "(--transport tcp)"),
+        hj212_version: int = typer.Option(2017, "--hj212-version", help="2017 or 2025 (DAUs over TCP)"),
+        secrets: Path = typer.Option(None, "--secrets", help="HJ 212 secrets file with SM4 keys "
+                                     "(default: ENVCAL_HJ212_SECRETS; 2025 only)"),
     ) -> None:
         """Run one virtual analyzer per registry entry and publish readings, checks and faults."""
         from envcal.config import setting
@@ -34,8 +42,20 @@ def register(app: typer.Typer) -> None:
         from envcal.simulate import Simulator, SimulatorError
 
         url = str(setting("broker", broker))
+        keys = None
+        if transport not in ("mqtt", "tcp") or hj212_version not in (2017, 2025):
+            typer.echo("envcal simulate: --transport is mqtt or tcp, --hj212-version 2017 or 2025", err=True)
+            raise typer.Exit(2)
+        if transport == "tcp" and not gateway:
+            typer.echo("envcal simulate: --transport tcp needs --gateway HOST:PORT", err=True)
+            raise typer.Exit(2)
         try:
             reg = load_registry(stations or setting("stations"))
+            secrets_path = secrets or setting("hj212_secrets")
+            if transport == "tcp" and secrets_path:
+                from envcal.registry import load_hj212_keys
+
+                keys = load_hj212_keys(secrets_path, reg)
             t0 = None
             if start:
                 t0 = dt.datetime.fromisoformat(start)
@@ -54,7 +74,12 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"  {sim_time:%Y-%m-%d}  {n} messages")
 
         try:
-            stats = sim.publish(url, speed, progress=progress)
+            if transport == "tcp":
+                stats = sim.publish_tcp(gateway, broker, speed,
+                                        version=1 if hj212_version == 2017 else 2, keys=keys,
+                                        progress=progress)
+            else:
+                stats = sim.publish(url, speed, progress=progress)
         except (OSError, SimulatorError) as exc:
             typer.echo(f"envcal simulate: {url}: {exc}", err=True)
             raise typer.Exit(1) from None

@@ -12,20 +12,28 @@ may contain either separator and are kept whole. Times in frames are local time 
 Standard Time by default, parameter ``tz``); decoded times are UTC.
 
 Every rejection is an :class:`Hj212Error` (a :class:`ProtocolError`) saying why: bad header,
-bad length (declared vs found), bad CRC (frame vs computed), missing field, bad number,
-segment too long, non-UTF-8, truncated.
+bad length (declared vs found), bad CRC (frame vs computed), missing or empty field, bad
+number, non-UTF-8, truncated, encrypted without a key.
+
+Real devices bend the standard. A frame with a correct CRC is accepted, and the bend named
+in :attr:`Frame.quirks` (see :data:`QUIRKS`), when its ``DataTime`` has milliseconds, its data
+segment is longer than 1024 bytes, or its Flag says "split" without PNUM/PNO. Two more bends
+are accepted only when asked for (per analyzer in the registry): the CRC-16/MODBUS variant
+(``crc="modbus"``) and GBK text (``encoding="gbk"``).
 
 References
 ----------
 HJ 212-2017, clauses 6.3 (packet and data-segment structure, Tables 2-4), 6.6.4 (Table 8
 data flags), 6.6.5 (Table 9 command codes), Appendix A (CRC16), Appendix C (examples).
-HJ/T 212-2005 (frames without QN/Flag). HJ 212-2025, CN 2062 (automatic standard-sample
-check data: ``-SampleRd``, ``-StandardValue``, ``-ResultType``).
+HJ/T 212-2005 (frames without QN/Flag). HJ 212-2025, Table 3 (Flag version 2, ``RF``),
+clause 6.4 (SM4-encrypted CP), CN 2062 (automatic standard-sample check data:
+``-SampleRd``, ``-StandardValue``, ``-ResultType``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import math
 import re
 from collections.abc import Mapping
@@ -35,24 +43,43 @@ from decimal import Decimal
 import numpy as np
 from numba import njit
 
+from envcal.protocols import sm4
+from envcal.protocols.hj212_codes import FLAG_ACK, FLAG_SPLIT, VERSION_2025, VERSIONS
 from envcal.protocols.records import UTC8, CheckSummary, ProtocolError, ReadingRecord
 
 __all__ = [
     "CHECK_CN",
     "DATA_CNS",
+    "CRC_VARIANTS",
+    "ENCODINGS",
     "MAX_SEGMENT",
+    "QUIRKS",
     "Frame",
     "Hj212Error",
     "crc16_hj212",
+    "crc16_modbus",
     "decode_frame",
     "encode_frame",
+    "peek_header",
     "frame_to_check_summary",
     "frame_to_records",
 ]
 
 UTC = dt.UTC
-#: Largest data segment [bytes] (HJ 212-2017 Table 2).
+#: Largest data segment [bytes] (HJ 212-2017 Table 2); longer ones are a quirk.
 MAX_SEGMENT = 1024
+#: Largest length a 4-digit length field can state [bytes].
+MAX_LENGTH_FIELD = 9999
+#: Quirks: bends of the standard accepted (with a correct CRC) and reported by name.
+QUIRKS = {
+    "datetime_ms": "DataTime with milliseconds (17 digits)",
+    "long_segment": f"data segment longer than {MAX_SEGMENT} bytes",
+    "split_flag_without_pnum": "Flag says split (bit 1) but the frame has no PNUM/PNO",
+}
+#: CRC variants a device may use (``modbus`` only when its registry entry says so).
+CRC_VARIANTS = ("hj212", "modbus")
+#: Text encodings a device may use (``gbk`` only when its registry entry says so).
+ENCODINGS = ("utf-8", "gbk")
 #: CNs whose pollutant values become readings: real-time, minute, hour, day data.
 DATA_CNS = frozenset({"2011", "2051", "2061", "2031"})
 #: HJ 212-2025 automatic standard-sample check data.
@@ -60,7 +87,7 @@ CHECK_CN = "2062"
 #: Which value suffix is "the" reading for each data CN.
 VALUE_SUFFIX = {"2011": "Rtd", "2051": "Avg", "2061": "Avg", "2031": "Avg"}
 
-_HEADER_KEYS = ("QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO")
+_HEADER_KEYS = ("QN", "ST", "CN", "PW", "MN", "Flag", "PNUM", "PNO", "RF")
 _REQUIRED_HEADER = ("ST", "CN", "PW", "MN")
 #: Suffixes whose values must be numbers (an empty value means "no number": None).
 NUMERIC_SUFFIXES = frozenset({
@@ -73,6 +100,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 _SPLIT = re.compile(r"[;,]")
 _FLAG_CHARS = re.compile(r"[A-Z0-9]")
 _DIGITS14 = re.compile(r"\d{14}")
+_DIGITS17 = re.compile(r"\d{17}")
 
 
 class Hj212Error(ProtocolError):
@@ -89,6 +117,15 @@ class Frame:
     ``i11001-Info``...; a repeated key gets ``#2``, ``#3`` appended), ``raw`` the frame text.
     ``data_time`` is ``DataTime`` converted to UTC; ``tz`` is the zone the frame's local
     times are in (the ``tz`` given to :func:`decode_frame`), used for ``xxx-SampleTime``.
+
+    ``version`` is the standard named by the Flag (0 = HJ/T 212-2005 or no Flag, 1 = 2017,
+    2 = 2025); ``rf`` is True for a 2025 resend (``RF=1``); ``quirks`` names the accepted
+    bends (keys of :data:`QUIRKS`); ``encrypted`` says the CP was SM4-encrypted, and then
+    ``plaintext`` is the decrypted frame (``##`` + length + plaintext segment + CRC +
+    CRLF). ``digest`` is the SHA-256 (hex) of the frame in canonical form (plaintext,
+    without ``RF=1``, upper-case HJ 212 CRC, CRLF): a resend and its original have the same
+    digest, and for a plain frame sent as the standard writes it, it is the SHA-256 of the
+    bytes received.
     """
 
     qn: str | None
@@ -105,6 +142,22 @@ class Frame:
     fields: dict[str, str]
     raw: str
     tz: dt.tzinfo = UTC8  # zone of the local times in the frame (DataTime, SampleTime, ...)
+    version: int = 1
+    rf: bool = False
+    quirks: tuple[str, ...] = ()
+    encrypted: bool = False
+    plaintext: bytes | None = None
+    digest: str = ""
+
+    @property
+    def ack_requested(self) -> bool:
+        """The sender asks for an answer (Flag bit 0)."""
+        return self.flag is not None and bool(self.flag & FLAG_ACK)
+
+    @property
+    def split(self) -> bool:
+        """The Flag says the frame is one packet of a split upload (bit 1)."""
+        return self.flag is not None and bool(self.flag & FLAG_SPLIT)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,15 +218,47 @@ def crc16_hj212(data: bytes) -> int:
     return int(_crc16_kernel(np.frombuffer(data, dtype=np.uint8), _CRC_TABLE_NP))
 
 
+def crc16_modbus(data: bytes) -> int:
+    """CRC-16/MODBUS, the variant some devices send instead of the HJ 212 CRC.
+
+    Register 0xFFFF; for each byte ``crc ^= byte`` (into the whole register), then 8 right
+    shifts with the polynomial 0xA001. ``crc16_modbus(b"123456789") == 0x4B37``.
+
+    Parameters
+    ----------
+    data : bytes
+        The data segment.
+
+    Returns
+    -------
+    int
+        0..0xFFFF.
+
+    References
+    ----------
+    Modbus over serial line V1.02, clause 6.2.2 (CRC); HJ 212-2017 Appendix A (the HJ 212
+    variant differs: the byte is XORed into the low byte after a shift).
+    """
+    crc = 0xFFFF
+    table = _CRC_TABLE
+    for b in data:
+        crc = (crc >> 8) ^ table[(crc ^ b) & 0xFF]
+    return crc
+
+
 # ---------------------------------------------------------------------------------------------
 # decoding
 # ---------------------------------------------------------------------------------------------
-def _parse_time(text: str, what: str, tz: dt.tzinfo) -> dt.datetime:
-    if not _DIGITS14.fullmatch(text):
+def _parse_time(text: str, what: str, tz: dt.tzinfo, quirks: list[str] | None = None) -> dt.datetime:
+    ms = 0
+    if quirks is not None and len(text) == 17 and _DIGITS17.fullmatch(text):
+        ms = int(text[14:])
+        quirks.append("datetime_ms")
+    elif not _DIGITS14.fullmatch(text):
         raise Hj212Error(f"bad time in {what}: {text[:32]!r} (expected YYYYMMDDhhmmss)")
     try:
         t = dt.datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
-                        int(text[10:12]), int(text[12:14]), tzinfo=tz)
+                        int(text[10:12]), int(text[12:14]), ms * 1000, tzinfo=tz)
         return t.astimezone(UTC)
     except (ValueError, OverflowError):
         raise Hj212Error(f"bad time in {what}: {text!r} (no such date or time)") from None
@@ -221,8 +306,9 @@ def _int_field(name: str, text: str, lo: int, hi: int) -> int:
     return v
 
 
-def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8) -> Frame:
-    """Decode one HJ 212 frame.
+def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8, key: bytes | None = None,
+                 crc: str = "hj212", encoding: str = "utf-8") -> Frame:
+    """Decode one HJ 212 frame (HJ/T 212-2005, HJ 212-2017 or HJ 212-2025).
 
     Parameters
     ----------
@@ -230,23 +316,37 @@ def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8) -> Frame:
         ``##`` + length + data segment + CRC, with or without the trailing ``\\r\\n``.
     tz : datetime.tzinfo, optional
         Time zone of the times in the frame (default UTC+08:00).
+    key : bytes, optional
+        The device's 16-byte SM4 key: an encrypted CP is decrypted with it (and refused
+        without it). A plain CP is accepted either way.
+    crc : {"hj212", "modbus"}, optional
+        ``"modbus"`` also accepts the CRC-16/MODBUS variant (opt-in per analyzer).
+    encoding : {"utf-8", "gbk"}, optional
+        ``"gbk"`` also accepts a GBK-encoded segment (opt-in per analyzer; UTF-8 is tried
+        first).
 
     Returns
     -------
     Frame
-        Header fields, CP values/flags/fields, ``data_time`` in UTC.
+        Header fields, CP values/flags/fields, ``data_time`` in UTC, version, RF, quirks.
 
     Raises
     ------
     Hj212Error
-        With the reason: bad header, bad length (declared vs found), truncated, segment too
-        long, non-UTF-8, bad CRC (frame vs computed), missing or unknown field, bad number,
-        bad time, malformed CP.
+        With the reason: bad header, bad length (declared vs found), truncated, non-UTF-8,
+        bad CRC (frame vs computed), missing, empty or unknown field, bad number, bad time,
+        malformed CP, unknown Flag version, RF other than 1, encrypted CP without a key.
 
     References
     ----------
     HJ 212-2017, clause 6.3 (Tables 2, 3 and 4), Appendix A (CRC), clause 6.6.4 (Table 8).
+    HJ 212-2025, Table 3 (Flag, RF), clause 6.4.2 and Appendix A.2 (SM4: CRC over the
+    plaintext; the length field counts either the plaintext or the transmitted segment).
     """
+    if crc not in CRC_VARIANTS:
+        raise ValueError(f"unknown CRC variant {crc!r} (one of {', '.join(CRC_VARIANTS)})")
+    if encoding not in ENCODINGS:
+        raise ValueError(f"unknown encoding {encoding!r} (one of {', '.join(ENCODINGS)})")
     if isinstance(data, str):
         data = data.encode("utf-8")
     elif not isinstance(data, bytes):
@@ -263,8 +363,6 @@ def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8) -> Frame:
     if not (len_field.isdigit() and len_field.isascii()):
         raise Hj212Error(f"bad length field: {len_field!r} is not 4 decimal digits")
     n = int(len_field)
-    if n > MAX_SEGMENT:
-        raise Hj212Error(f"segment too long: length field says {n} bytes, at most {MAX_SEGMENT}")
     body = data[6:]
     has_crlf = body.endswith(b"\r\n")
     if has_crlf:
@@ -272,16 +370,16 @@ def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8) -> Frame:
     elif body.endswith((b"\r", b"\n")):
         raise Hj212Error("bad trailer: frame ends with a lone CR or LF (expected CRLF or nothing)")
     found = len(body) - 4  # bytes between the length field and the CRC
-    if found != n:
+    seg_bytes = body[:max(found, 0)]
+    enc_at = seg_bytes.find(b"CP=&&{0")
+    encrypted = enc_at >= 0 and sm4.looks_encrypted(seg_bytes[enc_at + 5:enc_at + 8].decode("latin-1"))
+    if found != n and not encrypted:
         if not has_crlf and found < n:
             raise Hj212Error(f"truncated frame: length field says {n} bytes of data segment, "
                              f"only {max(len(body), 0)} bytes follow (segment + 4 CRC digits)")
-        if found > MAX_SEGMENT:
-            raise Hj212Error(f"segment too long: {found} bytes, at most {MAX_SEGMENT}")
         raise Hj212Error(f"bad length: length field says {n} bytes, data segment has "
                          f"{max(found, 0)} bytes")
-    seg_bytes = body[:n]
-    crc_text = body[n:]
+    crc_text = body[found:] if found >= 0 else body
     try:
         crc_str = crc_text.decode("ascii")
         crc_found = int(crc_str, 16)
@@ -289,18 +387,93 @@ def decode_frame(data: bytes, *, tz: dt.tzinfo = UTC8) -> Frame:
             raise ValueError
     except (UnicodeDecodeError, ValueError):
         raise Hj212Error(f"bad CRC field: {crc_text!r} is not 4 hex digits") from None
+    plaintext = None
+    if encrypted:
+        seg_bytes = _decrypt_segment(seg_bytes, enc_at, key)
+        if n not in (found, len(seg_bytes)):
+            raise Hj212Error(f"bad length: length field says {n} bytes, encrypted data segment "
+                             f"has {found} bytes, its plaintext {len(seg_bytes)}")
+        plaintext = b"##%04d" % len(seg_bytes) + seg_bytes + crc_text + b"\r\n"
     crc_calc = crc16_hj212(seg_bytes)
-    if crc_found != crc_calc:
-        raise Hj212Error(f"bad CRC: frame says {crc_str}, computed {crc_calc:04X}")
+    if crc_found != crc_calc and not (crc == "modbus" and crc_found == crc16_modbus(seg_bytes)):
+        hint = " (over the decrypted CP: wrong SM4 key?)" if encrypted else ""
+        raise Hj212Error(f"bad CRC: frame says {crc_str}, computed {crc_calc:04X}{hint}")
     try:
         seg = seg_bytes.decode("utf-8")
+        raw = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise Hj212Error(f"non-UTF-8 data segment: invalid byte at offset {exc.start}") from None
-    raw = data.decode("utf-8")  # header, length and CRC are ASCII (checked above)
-    return _decode_segment(seg, raw, tz)
+        if encoding != "gbk":
+            raise Hj212Error(f"non-UTF-8 data segment: invalid byte at offset {exc.start}") from None
+        try:
+            seg = seg_bytes.decode("gbk")
+            raw = data.decode("gbk")
+        except UnicodeDecodeError as exc2:
+            raise Hj212Error(f"data segment neither UTF-8 nor GBK: invalid byte at offset "
+                             f"{exc2.start}") from None
+    quirks: list[str] = []
+    if len(seg_bytes) > MAX_SEGMENT:
+        quirks.append("long_segment")
+    return _decode_segment(seg, raw, tz, quirks, seg_bytes, crc_calc, plaintext)
 
 
-def _decode_segment(seg: str, raw: str, tz: dt.tzinfo) -> Frame:
+def _digest(seg_bytes: bytes, crc_calc: int, rf: bool) -> str:
+    """SHA-256 of the canonical frame: without ``RF=1``, upper-case HJ 212 CRC, CRLF."""
+    if rf:
+        at = seg_bytes.find(b"CP=&&")
+        seg_bytes = _RF_ITEM.sub(b"", seg_bytes[:at], count=1) + seg_bytes[at:]
+        crc_calc = crc16_hj212(seg_bytes)
+    return hashlib.sha256(b"##%04d%s%04X\r\n" % (len(seg_bytes), seg_bytes, crc_calc)).hexdigest()
+
+
+_RF_ITEM = re.compile(rb"(?<![^;,])RF=1[;,]")
+_PEEK = re.compile(rb"(?:^|[;,])(QN|ST|CN|PW|MN|Flag)=([0-9A-Za-z]{1,32})(?=[;,])")
+
+
+def peek_header(data: bytes) -> dict[str, str]:
+    """Header fields of a frame that may be invalid (no CRC or length check), best effort.
+
+    For answering or dead-lettering a refused frame: its QN, PW, MN, CN, ST and Flag as far
+    as they can be read from the text before ``CP=``.
+
+    Parameters
+    ----------
+    data : bytes
+        A frame as cut from the stream.
+
+    Returns
+    -------
+    dict of str to str
+        The fields found (first occurrence of each); ``{}`` when none.
+
+    References
+    ----------
+    HJ 212-2017, Table 3 (data segment header fields).
+    """
+    head = bytes(data[6:]).split(b"CP=", 1)[0] if len(data) > 6 else b""
+    out: dict[str, str] = {}
+    for m in _PEEK.finditer(head):
+        out.setdefault(m.group(1).decode("ascii"), m.group(2).decode("ascii"))
+    return out
+
+
+def _decrypt_segment(seg_bytes: bytes, at: int, key: bytes | None) -> bytes:
+    """The plaintext segment of an SM4-encrypted one (``at``: offset of ``CP=&&{``)."""
+    if key is None:
+        raise Hj212Error("encrypted CP (SM4) but no key for this device (keys come from the "
+                         "HJ 212 secrets file)")
+    if not seg_bytes.endswith(b"&&") or len(seg_bytes) < at + 7:
+        raise Hj212Error("bad CP: data area does not end with '&&'")
+    try:
+        area = sm4.decrypt_area(seg_bytes[at + 5:-2].decode("utf-8"), key)
+    except UnicodeDecodeError as exc:
+        raise Hj212Error(f"non-UTF-8 encrypted data area: invalid byte at offset {exc.start}") from None
+    except sm4.Sm4Error as exc:
+        raise Hj212Error(str(exc)) from None
+    return seg_bytes[:at + 5] + area + b"&&"
+
+
+def _decode_segment(seg: str, raw: str, tz: dt.tzinfo, quirks: list[str], seg_bytes: bytes,
+                    crc_calc: int, plaintext: bytes | None) -> Frame:
     # the data segment: header fields, then CP=&&...&& (always last)
     pos = seg.find("CP=&&")
     if pos < 0:
@@ -324,7 +497,10 @@ def _decode_segment(seg: str, raw: str, tz: dt.tzinfo) -> Frame:
             raise Hj212Error(f"unknown header field {key[:32]!r}")
         if key in header:
             raise Hj212Error(f"duplicate header field {key}")
-        header[key] = value.strip()
+        value = value.strip()
+        if not value:
+            raise Hj212Error(f"empty header item {key!r}")
+        header[key] = value
     for key in _REQUIRED_HEADER:
         if key not in header:
             raise Hj212Error(f"missing field {key}")
@@ -335,14 +511,26 @@ def _decode_segment(seg: str, raw: str, tz: dt.tzinfo) -> Frame:
     if not (st.isdigit() and st.isascii() and len(st) <= 3):
         raise Hj212Error(f"bad number in ST: {st[:32]!r}")
     flag = _int_field("Flag", header["Flag"], 0, 255) if "Flag" in header else None
+    version = 0 if flag is None else flag >> 2
+    if version not in VERSIONS:
+        raise Hj212Error(f"bad Flag: {flag} names version {version} (known: 1 = HJ 212-2017, "
+                         f"Flag 4-7; 2 = HJ 212-2025, Flag 8-11)")
     pnum = _int_field("PNUM", header["PNUM"], 1, 999_999_999) if "PNUM" in header else None
     pno = _int_field("PNO", header["PNO"], 1, 999_999_999) if "PNO" in header else None
-    if flag is not None and flag & 0b10:
-        for key in ("PNUM", "PNO"):
-            if key not in header:
-                raise Hj212Error(f"missing field {key} (Flag={flag} says the frame is split)")
+    if (pnum is None) != (pno is None):
+        raise Hj212Error("missing field PNO (PNUM without PNO)" if pno is None
+                         else "missing field PNUM (PNO without PNUM)")
+    if flag is not None and flag & FLAG_SPLIT and pnum is None:
+        quirks.append("split_flag_without_pnum")
     if pnum is not None and pno is not None and pno > pnum:
         raise Hj212Error(f"bad PNO: packet {pno} of {pnum}")
+    rf = "RF" in header
+    if rf:
+        if header["RF"] != "1":
+            raise Hj212Error(f"bad RF: {header['RF'][:8]!r} (only RF=1 is defined)")
+        if version != VERSION_2025:
+            raise Hj212Error(f"unknown header field 'RF' in a Flag version {version} frame "
+                             "(RF is HJ 212-2025, Flag 8-11)")
 
     values: dict[str, float | None] = {}
     flags: dict[str, str] = {}
@@ -391,7 +579,7 @@ def _decode_segment(seg: str, raw: str, tz: dt.tzinfo) -> Frame:
         elif key == "DataTime":
             if data_time is not None:
                 raise Hj212Error("duplicate CP field DataTime")
-            data_time = _parse_time(value, "DataTime", tz)
+            data_time = _parse_time(value, "DataTime", tz, quirks)
             continue
         if key in fields:
             k = 2
@@ -401,7 +589,9 @@ def _decode_segment(seg: str, raw: str, tz: dt.tzinfo) -> Frame:
         fields[key] = value
     return Frame(qn=header.get("QN"), st=st, cn=cn, pw=header.get("PW"), mn=header.get("MN"),
                  flag=flag, pnum=pnum, pno=pno, data_time=data_time, values=values,
-                 flags=flags, fields=fields, raw=raw, tz=tz)
+                 flags=flags, fields=fields, raw=raw, tz=tz, version=version, rf=rf,
+                 quirks=tuple(quirks), encrypted=plaintext is not None, plaintext=plaintext,
+                 digest=_digest(seg_bytes, crc_calc, rf))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -435,7 +625,8 @@ def encode_frame(*, cn: str, mn: str, cp: Mapping[str, str | float | None] | str
                  qn: str | None = None, st: str = "22", pw: str = "123456",
                  flag: int | None = 5, data_time: dt.datetime | None = None,
                  tz: dt.tzinfo = UTC8, crc_upper: bool = True,
-                 pnum: int | None = None, pno: int | None = None) -> bytes:
+                 pnum: int | None = None, pno: int | None = None, rf: bool = False,
+                 key: bytes | None = None, length: str = "transmitted") -> bytes:
     """Build one HJ 212 frame.
 
     Parameters
@@ -459,6 +650,13 @@ def encode_frame(*, cn: str, mn: str, cp: Mapping[str, str | float | None] | str
         Write the CRC in upper-case hex (default) or lower case.
     pnum, pno : int, optional
         Packet count and number of a split frame.
+    rf : bool, optional
+        Write ``RF=1`` (an HJ 212-2025 resend) after PNO.
+    key : bytes, optional
+        16-byte SM4 key: the CP data area is encrypted (the CRC stays that of the plaintext).
+    length : {"transmitted", "plaintext"}, optional
+        What the length field of an encrypted frame counts: the segment as sent (default)
+        or its plaintext (as the standard's Appendix A.2 examples do).
 
     Returns
     -------
@@ -469,12 +667,14 @@ def encode_frame(*, cn: str, mn: str, cp: Mapping[str, str | float | None] | str
     ------
     Hj212Error
         Segment longer than 1024 bytes, a non-finite number, a value containing a
-        separator, a naive ``data_time``.
+        separator, a naive ``data_time``, a bad SM4 key.
 
     References
     ----------
-    HJ 212-2017, clause 6.3 and Appendix A.
+    HJ 212-2017, clause 6.3 and Appendix A. HJ 212-2025, Table 3 (RF), clause 6.4.2 and
+    Appendix A.2 (encryption).
     """
+    sm4_key = key
     if isinstance(cp, str):
         area = cp
         if data_time is not None and "DataTime=" not in cp:
@@ -500,13 +700,29 @@ def encode_frame(*, cn: str, mn: str, cp: Mapping[str, str | float | None] | str
         parts.append(f"PNUM={int(pnum)}")
     if pno is not None:
         parts.append(f"PNO={int(pno)}")
+    if rf:
+        parts.append("RF=1")
     parts.append(f"CP=&&{area}&&")
     seg = ";".join(parts).encode("utf-8")
     if len(seg) > MAX_SEGMENT:
         raise Hj212Error(f"segment too long: {len(seg)} bytes, at most {MAX_SEGMENT}")
     crc = crc16_hj212(seg)
     crc_text = f"{crc:04X}" if crc_upper else f"{crc:04x}"
-    return b"##%04d" % len(seg) + seg + crc_text.encode("ascii") + b"\r\n"
+    n = len(seg)
+    if sm4_key is not None:
+        if length not in ("transmitted", "plaintext"):
+            raise ValueError(f"length must be 'transmitted' or 'plaintext', not {length!r}")
+        try:
+            enc = sm4.encrypt_area(area.encode("utf-8"), sm4_key)
+        except sm4.Sm4Error as exc:
+            raise Hj212Error(str(exc)) from None
+        head = seg[:len(seg) - len(area.encode("utf-8")) - 2]
+        seg = head + enc.encode("utf-8") + b"&&"
+        if length == "transmitted":
+            n = len(seg)
+        if n > MAX_LENGTH_FIELD:
+            raise Hj212Error(f"segment too long: {n} bytes encrypted, at most {MAX_LENGTH_FIELD}")
+    return b"##%04d" % n + seg + crc_text.encode("ascii") + b"\r\n"
 
 
 # ---------------------------------------------------------------------------------------------

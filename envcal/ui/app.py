@@ -23,6 +23,7 @@ PAGES = [
     ("overview.py", "nav.overview", ":material/dashboard:", "nav.group.monitor"),
     ("analyzer.py", "nav.analyzer", ":material/monitoring:", "nav.group.monitor"),
     ("alerts.py", "nav.alerts", ":material/notifications:", "nav.group.monitor"),
+    ("devices.py", "nav.devices", ":material/router:", "nav.group.monitor"),
     ("materials.py", "nav.materials", ":material/science:", "nav.group.evidence"),
     ("reports.py", "nav.reports", ":material/description:", "nav.group.evidence"),
     ("operators.py", "nav.operators", ":material/apartment:", "nav.group.evidence"),

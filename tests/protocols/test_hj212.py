@@ -210,7 +210,7 @@ def test_decode_frame_rejects_every_truncation():
     (b"#0101QN=1", "bad header"),
     (b"$$0101" + APPENDIX_A_SEGMENT + b"1C80\r\n", "bad header"),
     (b"##01a1" + APPENDIX_A_SEGMENT + b"1C80\r\n", "bad length field"),
-    (b"##1025" + b"x" * 1025 + b"0000\r\n", "segment too long"),
+    (b"##1025" + b"x" * 1025 + b"0000\r\n", "bad CRC"),
     (b"##0101" + APPENDIX_A_SEGMENT + b"1CXZ\r\n", "bad CRC field"),
     (b"##0101" + APPENDIX_A_SEGMENT + b"1C80\r\nextra", "bad length"),
     (b"##0101" + APPENDIX_A_SEGMENT + b"1C80\n", "bad trailer"),
@@ -220,9 +220,9 @@ def test_decode_frame_rejects_framing(data, why):
     assert why in reason(data)
 
 
-def test_decode_frame_rejects_long_segment_even_if_declared_short():
+def test_decode_frame_rejects_long_segment_declared_short():
     seg = "ST=22;CN=2011;PW=1;MN=1;CP=&&" + "a=1;" * 300 + "&&"
-    assert "segment too long" in reason(wrap(seg, length=1000))
+    assert "bad length: length field says 1000" in reason(wrap(seg, length=1000))
     with pytest.raises(Hj212Error, match="segment too long"):
         encode_frame(cn="2011", mn="1", cp="a=1;" * 300)
 
@@ -245,7 +245,14 @@ def test_decode_frame_rejects_non_utf8():
     ("ST=22;CN=2011;PW=1;MN=1;Flag=x;CP=&&&&", "bad number in Flag: 'x'"),
     ("ST=22;CN=2011;PW=1;MN=1;Flag=256;CP=&&&&", "bad number in Flag"),
     ("ST=22;CN=20x1;PW=1;MN=1;CP=&&&&", "bad number in CN"),
-    ("ST=22;CN=2011;PW=1;MN=1;Flag=7;CP=&&&&", "missing field PNUM"),
+    ("ST=22;CN=2011;PW=1;MN=1;Flag=7;PNUM=2;CP=&&&&", "missing field PNO"),
+    ("ST=22;CN=2011;PW=1;MN=1;Flag=7;PNO=2;CP=&&&&", "missing field PNUM"),
+    ("ST=22;CN=2011;PW=;MN=1;CP=&&&&", "empty header item 'PW'"),
+    ("ST=22;CN=2011;PW=1;MN=;CP=&&&&", "empty header item 'MN'"),
+    ("ST=22;CN=2011;PW=1;MN=1;Flag=12;CP=&&&&", "bad Flag: 12 names version 3"),
+    ("ST=22;CN=2011;PW=1;MN=1;Flag=9;RF=0;CP=&&&&", "bad RF"),
+    ("ST=22;CN=2011;PW=1;MN=1;Flag=5;RF=1;CP=&&&&", "unknown header field 'RF'"),
+    ("ST=22;CN=2011;PW=1;MN=1;CP=&&DataTime=202601010000001;a21026-Rtd=1&&", "bad time in DataTime"),
     ("ST=22;CN=2011;PW=1;MN=1;XX=1;CP=&&&&", "unknown header field 'XX'"),
     ("ST=22;CN=2011;CN=2011;PW=1;MN=1;CP=&&&&", "duplicate header field CN"),
     ("ST=22;CN=2011;PW=1;MN=1;CP=&&DataTime=2026013100000;a21026-Rtd=1&&", "bad time in DataTime"),

@@ -29,6 +29,7 @@ from envcal.dead_letters import GATEWAY_TOPIC, GatewayDeadLetter, encode_gateway
 from envcal.gateway import wire
 from envcal.gateway.commands import Sequencer, Target, build_cp
 from envcal.gateway.link import BrokerLink
+from envcal.protocols.hj212_codes import ST_BY_STATION_KIND
 from envcal.registry import AnalyzerSpec, Registry, hj212_options
 
 log = logging.getLogger("envcal.gateway")
@@ -37,8 +38,6 @@ log = logging.getLogger("envcal.gateway")
 DAU_REQUESTS = frozenset({"1013", "1014", "1001", "9015"})
 #: Answers from a DAU to the platform's commands.
 DAU_ANSWERS = frozenset({"9011", "9012", "9013", "9014"})
-#: System code (Table 5) by station kind, for commands to a DAU not yet heard from.
-ST_BY_KIND = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
 
 
 @dataclass(frozen=True)
@@ -349,7 +348,7 @@ class Gateway:
         mn = a.mn or ""
         dev = self.devices.get(mn)
         if dev is None:
-            st = ST_BY_KIND.get(self.registry.stations[a.station].kind, "32")
+            st = ST_BY_STATION_KIND.get(self.registry.stations[a.station].kind, "32")
             dev = self.devices[mn] = Device(mn=mn, analyzer_id=a.id, station=a.station, st=st,
                                             pw=a.pw or frame.pw or "")
         if frame.st and frame.st != "91":

@@ -156,7 +156,8 @@ class Gateway:
         sock = self._server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         for a in self.by_mn.values():  # nothing is connected yet
-            self.link.publish_nowait(_topic(a, "status"), b"offline", retain=True)
+            if a.protocol == "hj212":  # an MN'd JSON analyzer keeps its own status
+                self.link.publish_nowait(_topic(a, "status"), b"offline", retain=True)
         return sock[0], sock[1]
 
     async def close(self) -> None:

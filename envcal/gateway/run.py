@@ -29,7 +29,7 @@ class Options:
     """Everything ``envcal gateway`` takes besides the registry."""
 
     broker_url: str
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # `envcal gateway --listen` always names it
     port: int = 21212
     limits: Limits = Limits()
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()

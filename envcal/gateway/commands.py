@@ -180,6 +180,10 @@ class Sequencer:
         Request-answer and execution timeout [s].
     retries : int
         Resends without a request answer.
+
+    References
+    ----------
+    HJ 212-2017, clauses 6.1 and 6.2 (Table 1), Appendix C.
     """
 
     def __init__(self, send: Callable[[str, bytes], Awaitable[bool]],
@@ -237,6 +241,11 @@ class Sequencer:
             ``ok`` when QnRtn=1 and ExeRtn=1 arrived; otherwise ``error`` says what failed
             (no request answer after the retries, a refusal with its QnRtn, an execution
             timeout, an ExeRtn other than 1).
+
+        References
+        ----------
+        HJ 212-2017, clause 6.2.1 (request-answer timeout and resends), 6.2.2 (execution
+        timeout), Tables 6 and 7 (ExeRtn, QnRtn).
         """
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries

@@ -42,7 +42,12 @@ DAU_ANSWERS = frozenset({"9011", "9012", "9013", "9014"})
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps per gateway and per connection; each refusal is logged with the peer."""
+    """Caps per gateway and per connection; each refusal is logged with the peer.
+
+    References
+    ----------
+    HJ 212-2017, clause 6.3.1 Table 2 (frame and segment lengths).
+    """
 
     max_connections: int = 10_000
     max_buffer: int = 64 * 1024  # bytes read from a connection at once
@@ -120,6 +125,11 @@ class Gateway:
         SM4 keys of analyzers that encrypt CP (from the secrets file, never the registry).
     command_timeout, command_retries
         HJ 212-2017 Table 1 (default 10 s, 3 retries).
+
+    References
+    ----------
+    HJ 212-2017, clauses 6.1-6.3, Table 7 (QnRtn), Table 9 (CN 1013, 9011-9014), Appendix C
+    Table C.4; HJ 212-2025 notes 2.1 (9015 heartbeat), 2.2.1 (RF), F3.12-F3.15 (SM4).
     """
 
     def __init__(self, registry: Registry, link: BrokerLink, *, limits: Limits = Limits(),

@@ -7,9 +7,11 @@ What it starts, in its own working directory (default: a fresh temporary folder)
 2. Mosquitto with envcal's configuration on a free loopback port (:class:`envcal.broker.Mosquitto`);
 3. the ingest service with the live pipeline (verification, alerts, MQTT publishing and
    the timer) in this process (:class:`envcal.ingest.IngestService`, :func:`envcal.pipeline.attach`);
-4. the station simulator as a child process (``envcal simulate``) with the default fault
+4. the HJ 212 gateway as a child process (``envcal gateway``, unless ``transport`` is
+   ``mqtt``): the HJ 212 analyzers connect to it over TCP as DAUs;
+5. the station simulator as a child process (``envcal simulate``) with the default fault
    scenario, fast-forwarding simulated time (``speed = days × 86400 / duration``);
-5. unless headless, the Streamlit app (``streamlit run app_streamlit.py``) as a child process.
+6. unless headless, the Streamlit app (``streamlit run app_streamlit.py``) as a child process.
 
 When the simulation has been ingested (or at ``duration``) it closes the remaining checks
 (``verify_pending`` and the alert timer once more), compacts the closed days into CF NetCDF
@@ -89,6 +91,8 @@ class DemoOptions:
         Station registry.
     tick_seconds : float
         Pipeline timer [s] (wall time).
+    transport : {"tcp", "mqtt"}
+        ``tcp``: the HJ 212 analyzers are DAUs on the gateway; ``mqtt``: everything on MQTT.
     """
 
     workdir: Path | None = None
@@ -102,6 +106,7 @@ class DemoOptions:
     ui_port: int | None = None
     stations: Path = STATIONS
     tick_seconds: float = 2.0
+    transport: str = "tcp"
 
     def effective_speed(self) -> float:
         """Simulated seconds per real second [-]."""
@@ -177,6 +182,8 @@ class Demo:
         self.service = None
         self.pipeline = None
         self.sim_proc: subprocess.Popen | None = None
+        self.gateway_proc: subprocess.Popen | None = None
+        self.gateway_address: str | None = None
         self.ui_proc: subprocess.Popen | None = None
         self.ui_url: str | None = None
         self.sim_stats: dict[str, Any] = {}
@@ -301,6 +308,28 @@ class Demo:
             self._hk.join(120)
             self._hk = None
 
+    def start_gateway(self) -> None:
+        """Start ``envcal gateway`` (HJ 212 over TCP) as a child process on a loopback port."""
+        from envcal.broker import free_port, port_open
+
+        port = free_port()
+        cmd = [sys.executable, "-m", "envcal.cli", "gateway", "--listen", f"127.0.0.1:{port}",
+               "--broker", self.broker.url, "--stations", str(self.opt.stations)]
+        log = (self.workdir / "gateway.log").open("wb")
+        self.gateway_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                             cwd=self.workdir, start_new_session=True)
+        log.close()
+        self.children.record("gateway", self.gateway_proc.pid)
+        deadline = time.monotonic() + 30
+        while not port_open("127.0.0.1", port):
+            if self.gateway_proc.poll() is not None or time.monotonic() > deadline:
+                raise DemoError(f"gateway did not start (see {self.workdir / 'gateway.log'})")
+            time.sleep(0.1)
+        self.gateway_address = f"127.0.0.1:{port}"
+        daus = sorted(a.id for a in self.registry.analyzers.values() if a.protocol == "hj212" and a.mn)
+        self.status("gateway", "ok", f"HJ 212 on {self.gateway_address} (pid {self.gateway_proc.pid}); "
+                    f"DAUs over TCP: {', '.join(daus)}")
+
     def start_simulator(self) -> None:
         """Start ``envcal simulate`` as a child process, fast-forwarding."""
         faults = self.opt.faults or DEFAULT_FAULTS
@@ -309,6 +338,8 @@ class Demo:
                "--stations", str(self.opt.stations), "--speed", repr(speed),
                "--days", repr(float(self.opt.days)), "--faults", str(faults),
                "--seed", str(self.opt.seed)]
+        if self.gateway_address is not None:
+            cmd += ["--transport", "tcp", "--gateway", self.gateway_address]
         log = (self.workdir / "simulator.log").open("wb")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.sim_proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=log, cwd=self.workdir,
@@ -489,6 +520,8 @@ class Demo:
             self.start_database()
             self.start_broker()
             self.start_ingest()
+            if self.opt.transport == "tcp":
+                self.start_gateway()
             self.start_simulator()
             if self.opt.headless:
                 self.status("ui", "skip", "headless: the Streamlit app is not started")
@@ -537,6 +570,8 @@ class Demo:
         try:
             self.stop_simulator()
             self.sim_proc = None
+            _stop_process(self.gateway_proc)
+            self.gateway_proc = None
             self.stop_housekeeping()
             _stop_process(self.ui_proc)
             self.ui_proc = None

@@ -122,7 +122,7 @@ def test_demo_headless_leaves_no_process_running(demo_run):
     summary, _, workdir = demo_run
     pids = _pids(workdir)
     assert pids == summary["pids"]
-    assert {"demo", "broker", "simulator"} <= set(pids)
+    assert {"demo", "broker", "gateway", "simulator"} <= set(pids)  # HJ 212 analyzers over TCP
     assert [name for name, pid in pids.items() if pid_alive(pid)] == []
 
 

@@ -31,6 +31,8 @@ def demo(
                              "loopback port)"),
     ui_port: int = typer.Option(None, "--ui-port", min=1, max=65535, help="Streamlit port "
                                 "(default: a free one)"),
+    transport: str = typer.Option("tcp", "--transport", help="tcp: the HJ 212 analyzers are DAUs on "
+                                  "the HJ 212 gateway (envcal gateway); mqtt: everything on MQTT"),
 ) -> None:
     """Run the whole system locally: Mosquitto, SQLite, ingest + verification + alerts, the
     station simulator with the default fault scenario fast-forwarding, and the Streamlit app.
@@ -61,7 +63,11 @@ def demo(
 
     signal.signal(signal.SIGTERM, _term)
     opts = DemoOptions(workdir=workdir, headless=headless, duration=duration, days=days,
-                       speed=speed, seed=seed, faults=faults, port=port, ui_port=ui_port)
+                       speed=speed, seed=seed, faults=faults, port=port, ui_port=ui_port,
+                       transport=transport)
+    if transport not in ("tcp", "mqtt"):
+        status("gateway", "fail", f"--transport must be tcp or mqtt, not {transport!r}")
+        raise typer.Exit(2)
     if faults is not None and not faults.is_file():
         status("simulator", "fail", f"{faults}: no such fault file")
         raise typer.Exit(2)

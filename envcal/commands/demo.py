@@ -53,8 +53,8 @@ def demo(
 
     def on_progress(day, total, published, ingested, results, alerts) -> None:
         progress.update(task, completed=min(day, total), day=day,
-                        info=f"published {published:,} · ingested {ingested:,} · "
-                             f"results {results:,} · alerts {alerts:,}")
+                        info=f"ingested {ingested:,} messages · results {results:,} · "
+                             f"alerts {alerts:,}")
 
     def _term(signum, _frame) -> None:
         raise KeyboardInterrupt
@@ -84,6 +84,8 @@ def demo(
         _print_summary(console, summary)
     if d.ui_proc is not None:
         console.print(f"[bold]open {d.ui_url}[/] · the app stays up until Ctrl-C")
+        console.print("sign in as " + "; ".join(f"[bold]{n}[/] / {pw} ({role})"
+                                                for n, (role, pw) in d.accounts.items()))
         try:
             d.wait_ui()
         except KeyboardInterrupt:

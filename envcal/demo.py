@@ -217,7 +217,7 @@ class Demo:
                 imported.append(import_certificate(self.engine, f, actor="envcal-demo").cert_id)
             except CertificateError as exc:
                 raise DemoError(f"certificate {f.name}: {exc}") from None
-        from envcal.ui.seed import create_accounts, seed_verifications
+        from envcal.ui.seed import create_accounts, format_accounts, seed_verifications
 
         n_ver = seed_verifications(self.engine, sorted(self.registry.analyzers),
                                    dt.datetime.now(dt.UTC))
@@ -225,8 +225,8 @@ class Demo:
         self.status("database", "ok", f"{self.db_url} · {len(self.registry.stations)} stations, "
                     f"{len(self.registry.analyzers)} analyzers, {len(imported)} CRM certificates, "
                     f"{n_ver} instrument verification records")
-        self.status("accounts", "ok", "sign in with one of (this demo's database only): " + "; ".join(
-            f"{name} / {pw} ({role})" for name, (role, pw) in self.accounts.items()))
+        self.status("accounts", "ok", "sign in with one of (this demo's database only): "
+                    + format_accounts(self.accounts))
 
     def start_broker(self) -> None:
         """Start Mosquitto with envcal's configuration on a loopback port."""

@@ -84,8 +84,9 @@ def demo(
         _print_summary(console, summary)
     if d.ui_proc is not None:
         console.print(f"[bold]open {d.ui_url}[/] · the app stays up until Ctrl-C")
-        console.print("sign in as " + "; ".join(f"[bold]{n}[/] / {pw} ({role})"
-                                                for n, (role, pw) in d.accounts.items()))
+        from envcal.ui.seed import format_accounts
+
+        console.print(f"sign in as: {format_accounts(d.accounts)}", markup=False)
         try:
             d.wait_ui()
         except KeyboardInterrupt:

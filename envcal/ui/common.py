@@ -72,8 +72,11 @@ def emit_cookies() -> None:
         return
     from envcal.ui.session import set_cookie_js
 
-    st.html("".join(set_cookie_js(k, v, age) for k, (v, age) in pending.items()),
-            unsafe_allow_javascript=True)
+    # a container of its own each time: the browser mounts (and runs) the script anew
+    n = st.session_state["envcal_cookie_n"] = st.session_state.get("envcal_cookie_n", 0) + 1
+    with st.container(key=f"envcal_cookie_{n}"):
+        st.html("".join(set_cookie_js(k, v, age) for k, (v, age) in pending.items()),
+                unsafe_allow_javascript=True)
 
 
 def t(key: str, **kw) -> str:
@@ -295,6 +298,8 @@ def _ev_value(v) -> str:
         return f"{v:.4g}"
     if isinstance(v, str) and _ISO.match(v):
         return fmt_time(v)
+    if isinstance(v, str):
+        return localize_text(v)
     if isinstance(v, list):
         return ", ".join(_ev_value(x) for x in v)
     return str(v)
@@ -322,6 +327,45 @@ def evidence_rows(ev, prefix: str = "") -> pd.DataFrame:
 
     walk(ev if isinstance(ev, (dict, list)) else {}, prefix)
     return pd.DataFrame(rows, columns=[t("ev.field"), t("ev.value")])
+
+
+_ISO_IN_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+_TOKEN = re.compile(r"(?<![\w.\-])([a-z][a-z0-9]*(?:_[a-z0-9]+)*)(?![\w.\-])")
+
+
+def localize_text(text) -> str:
+    """A stored text (alert title, check explanation) for display: ISO times in local time;
+    in Chinese, the check kinds, compared quantities and data-quality tests it names by
+    their Chinese labels (identifiers such as rule ids stay as they are)."""
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return ""
+    out = _ISO_IN_TEXT.sub(lambda m: fmt_time(m.group(0)), str(text))
+    if lang() != "zh":
+        return out
+    from envcal.ui.i18n import STRINGS
+
+    def sub(m):
+        w = m.group(1)
+        for prefix in ("ckind", "qty", "evk"):
+            if f"{prefix}.{w}" in STRINGS and (prefix != "evk" or "_" in w):
+                return t(f"{prefix}.{w}")
+        return w
+
+    return _TOKEN.sub(sub, out)
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def source_text(text: str | None) -> str:
+    """A rule's source (standard, clause and its description): in Chinese, the parts of
+    the description that are only English are left out when a Chinese part exists."""
+    if not text:
+        return "—"
+    if lang() != "zh" or not _CJK.search(text):
+        return text
+    parts = [p for p in re.split(r"[;；]\s*", text) if _CJK.search(p)]
+    return "；".join(parts)
 
 
 def header(title_key: str) -> None:

@@ -87,6 +87,21 @@ def create_accounts(engine: Engine, users: dict[str, tuple[str, str]] | None = N
     return dict(users)
 
 
+def format_accounts(accounts: dict[str, tuple[str, str]]) -> str:
+    """The sign-in line ``envcal demo`` prints: ``name / password (role); ...``."""
+    return "; ".join(f"{name} / {pw} ({role})" for name, (role, pw) in accounts.items())
+
+
+def parse_accounts(line: str) -> dict[str, tuple[str, str]]:
+    """The accounts of a :func:`format_accounts` line (name -> (role, password))."""
+    out = {}
+    for part in line.split("; "):
+        name, _, rest = part.strip().partition(" / ")
+        pw, _, role = rest.rpartition(" (")
+        out[name] = (role.rstrip(")"), pw)
+    return out
+
+
 def _materials(engine: Engine) -> dict[str, str]:
     """analyte -> a current certificate id covering it (zero materials under ``zero:``)."""
     from envcal.certificates import list_certificates

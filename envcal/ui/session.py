@@ -73,7 +73,7 @@ def verify(value: str | None, *, now: float | None = None,
 def set_cookie_js(name: str, value: str, max_age_s: int) -> str:
     """JavaScript that sets (``max_age_s > 0``) or deletes (0) a first-party cookie."""
     v = json.dumps(value)
-    return ("<script>const w = window.parent; w.document.cookie = "
+    return ("<script>(() => { const w = window.parent; w.document.cookie = "
             f"{json.dumps(name + '=')} + encodeURIComponent({v}) + "
             f"'; path=/; max-age={int(max_age_s)}; SameSite=Strict' + "
-            "(w.location.protocol === 'https:' ? '; Secure' : '');</script>")
+            "(w.location.protocol === 'https:' ? '; Secure' : ''); })();</script>")

@@ -15,6 +15,7 @@ from envcal.ui.common import (
     lab,
     lang,
     local_times,
+    localize_text,
     rename,
     run_action,
     show_flash,
@@ -59,7 +60,7 @@ def who(h: dict) -> str:
 
 
 show = df.copy()
-show["title"] = show["title_zh"] if lang() == "zh" else show["title_en"]
+show["title"] = [localize_text(x) for x in (show["title_zh"] if lang() == "zh" else show["title_en"])]
 show["severity"] = [t(f"severity.{s}") for s in show["severity"]]
 show["state"] = [t(f"astate.{s}") for s in show["state"]]
 show["kind"] = [lab("akind", k) for k in show["kind"]]

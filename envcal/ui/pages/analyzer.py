@@ -25,8 +25,10 @@ from envcal.ui.common import (
     lab,
     lang,
     local_times,
+    localize_text,
     now,
     rename,
+    source_text,
     state_label,
     t,
 )
@@ -127,7 +129,7 @@ q_label = lab("qty", cc.quantity)
 unit_q = fmt_unit(cc.unit)
 if cc.rule_id:
     st.markdown(t("an.rule", rule=cc.rule_id, warn=f"{cc.warn:g}", limit=f"{cc.limit:g}",
-                  unit=unit_q, source=cc.rule_source, status=t(f"status.{cc.rule_status}")))
+                  unit=unit_q, source=source_text(cc.rule_source), status=t(f"status.{cc.rule_status}")))
     if cc.rule_status != "confirmed":
         st.warning(t("an.unverified_note"), icon=":material/report:")
 
@@ -209,7 +211,7 @@ st.subheader(t("an.results"))
 tab = res.sort_values("end", ascending=False).copy()
 tab["verdict"] = [t(f"verdict.{v}") for v in tab["verdict"]]
 tab["rule_status"] = [t(f"status.{s}") if s else "—" for s in tab["rule_status"]]
-tab["reason"] = tab["reason_zh"] if lang() == "zh" else tab["reason_en"]
+tab["reason"] = [localize_text(x) for x in (tab["reason_zh"] if lang() == "zh" else tab["reason_en"])]
 tab["material"] = [f"/materials?cert={m}" if m else None for m in tab["material"]]
 tab = local_times(tab, ["end"])
 val_col = f"{q_label} [{unit_q}]"

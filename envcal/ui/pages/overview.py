@@ -16,6 +16,7 @@ from envcal.ui.common import (
     lab,
     lang,
     local_times,
+    localize_text,
     now,
     reason_text,
     rename,
@@ -86,7 +87,7 @@ def live() -> None:
         d["record"] = [e.get("record") or "—" for e in ev]
         d["valid_until"] = [e.get("valid_until") or "—" for e in ev]
         d["days"] = [e.get("days") for e in ev]
-        d["title"] = d["title_zh"] if lang() == "zh" else d["title_en"]
+        d["title"] = [localize_text(x) for x in (d["title_zh"] if lang() == "zh" else d["title_en"])]
         st.dataframe(rename(d, {"analyzer": "col.analyzer", "state": "col.state",
                                 "record": "col.record", "valid_until": "col.valid_until",
                                 "days": "col.days", "title": "col.title"}),

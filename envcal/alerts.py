@@ -93,7 +93,7 @@ from envcal.trends import TrendModel, trend_alarms
 log = logging.getLogger(__name__)
 
 KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overdue",
-         "material_invalid", "data_quality", "peer_drift")
+         "material_invalid", "data_quality", "peer_drift", "verification_due")
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
 ACTOR = "envcal-alerts"
@@ -118,6 +118,7 @@ class AlertConfig:
     """
 
     escalate_after_h: float = 4.0          # unacknowledged this long -> escalate [h]
+    verification_due_days: float = 30.0    # instrument verification reminder lead time [d]
     history_days: float = 90.0             # check history re-read per evaluation [d]
     # the drift-trend model (envcal.trends.TrendModel holds the defaults)
     drift_horizon_days: float = TrendModel.horizon_days  # forecast crossing within [d]
@@ -583,6 +584,7 @@ class AlertEngine:
             out.extend(self._apply(mine(self._data_quality(now))))
             out.extend(self._apply(mine(self._revocations(now))))
             out.extend(self._apply(mine(self._peer_drift(now))))
+            out.extend(self._apply(mine(self._verification_due(now))))
             out.extend(self._escalate(now, only))
             self._mark_open_periods(only)
         if self.dispatcher is not None:
@@ -1001,6 +1003,17 @@ class AlertEngine:
                                        note="back within the neighbours' range"))
         return out
 
+    def _verification_due(self, now: dt.datetime) -> list[Desired]:
+        """Instrument verification records due or expired (rule: :func:`envcal.instruments.verification_due`)."""
+        from envcal.instruments import verification_due, verification_due_alert
+
+        due = verification_due(self.engine, now, sorted(self.registry.analyzers),
+                               lead_days=self.config.verification_due_days)
+        return [Desired(aid, None, "verification_due", True, **verification_due_alert(d), data_ts=now)
+                if d is not None else Desired(aid, None, "verification_due", False, data_ts=now,
+                                              note="instrument verification renewed")
+                for aid, d in due.items()]
+
     def _escalate(self, now: dt.datetime, only: frozenset[str] | None = None) -> list[dict[str, Any]]:
         limit = now - dt.timedelta(hours=self.config.escalate_after_h)
         out = []
@@ -1247,6 +1260,19 @@ def list_periods(engine: Engine, analyzer: str | None = None) -> list[dict[str, 
     with engine.connect() as conn:
         return [{k: (_iso(v) if isinstance(v, dt.datetime) else v) for k, v in m.items()}
                 for m in conn.execute(q).mappings()]
+
+
+def staff_actions(engine: Engine, alert_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Acknowledge and resolve transitions of alerts (by staff, or by the engine as
+    :data:`ACTOR` when the condition cleared), oldest first: alert_id, action, actor, ts
+    (aware UTC), note."""
+    e = AlertEvent.__table__.c
+    q = (sa.select(e.alert_id, e.action, e.actor, e.ts, e.note)
+         .where(e.action.in_(("acknowledge", "resolve"))).order_by(e.ts, e.id))
+    if alert_ids is not None:
+        q = q.where(e.alert_id.in_([int(i) for i in alert_ids]))
+    with engine.connect() as conn:
+        return [dict(m) for m in conn.execute(q).mappings()]
 
 
 def alert_counts(engine: Engine) -> dict[str, int]:

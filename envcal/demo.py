@@ -189,6 +189,7 @@ class Demo:
         self.sim_stats: dict[str, Any] = {}
         self.sim_day = 0.0
         self.sim_start: dt.datetime | None = None
+        self.accounts: dict[str, tuple[str, str]] = {}
         self.published = 0
         self.interrupted = False
         self._sim_reader: threading.Thread | None = None
@@ -223,8 +224,16 @@ class Demo:
                 imported.append(import_certificate(self.engine, f, actor="envcal-demo").cert_id)
             except CertificateError as exc:
                 raise DemoError(f"certificate {f.name}: {exc}") from None
+        from envcal.ui.seed import create_accounts, format_accounts, seed_verifications
+
+        n_ver = seed_verifications(self.engine, sorted(self.registry.analyzers),
+                                   dt.datetime.now(dt.UTC))
+        self.accounts = create_accounts(self.engine)
         self.status("database", "ok", f"{self.db_url} · {len(self.registry.stations)} stations, "
-                    f"{len(self.registry.analyzers)} analyzers, {len(imported)} CRM certificates")
+                    f"{len(self.registry.analyzers)} analyzers, {len(imported)} CRM certificates, "
+                    f"{n_ver} instrument verification records")
+        self.status("accounts", "ok", "sign in with one of (this demo's database only): "
+                    + format_accounts(self.accounts))
 
     def start_broker(self) -> None:
         """Start Mosquitto with envcal's configuration on a loopback port."""
@@ -330,6 +339,14 @@ class Demo:
         self.status("gateway", "ok", f"HJ 212 on {self.gateway_address} (pid {self.gateway_proc.pid}); "
                     f"DAUs over TCP: {', '.join(daus)}")
 
+    def sim_begin(self) -> dt.datetime:
+        """Simulation start: ``days`` before now (whole minutes, local time), so the
+        simulated period ends now (today's checks exist; the newest month is current)."""
+        from envcal.views import local_tz
+
+        end = dt.datetime.now(local_tz()).replace(second=0, microsecond=0)
+        return end - dt.timedelta(days=float(self.opt.days))
+
     def start_simulator(self) -> None:
         """Start ``envcal simulate`` as a child process, fast-forwarding."""
         faults = self.opt.faults or DEFAULT_FAULTS
@@ -337,7 +354,7 @@ class Demo:
         cmd = [sys.executable, "-m", "envcal.cli", "simulate", "--broker", self.broker.url,
                "--stations", str(self.opt.stations), "--speed", repr(speed),
                "--days", repr(float(self.opt.days)), "--faults", str(faults),
-               "--seed", str(self.opt.seed)]
+               "--seed", str(self.opt.seed), "--start", self.sim_begin().isoformat()]
         if self.gateway_address is not None:
             cmd += ["--transport", "tcp", "--gateway", self.gateway_address]
         log = (self.workdir / "simulator.log").open("wb")
@@ -397,7 +414,7 @@ class Demo:
                    ENVCAL_STATIONS=str(self.opt.stations), ENVCAL_BROKER=self.broker.url)
         cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port),
                "--server.address", "127.0.0.1", "--server.headless", "true",
-               "--browser.gatherUsageStats", "false"]
+               "--browser.gatherUsageStats", "false", "--client.toolbarMode", "viewer"]
         log = (self.workdir / "ui.log").open("wb")
         self.ui_proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
                                         cwd=ROOT, start_new_session=True)

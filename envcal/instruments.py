@@ -363,3 +363,97 @@ def coverage(engine: Engine, at: dt.datetime, registry=None, *,
     rate = k / n if n else None
     return CoverageReport(at, n, k, rate, target, rate is not None and rate >= target,
                           evaluate, out)
+
+
+# --------------------------------------------------------------------------- due-date reminder
+#: Days before a verification record expires that the ``verification_due`` alert opens.
+DUE_LEAD_DAYS = 30.0
+
+
+@dataclass(frozen=True)
+class VerificationDue:
+    """An analyzer's instrument verification falling due (``state`` "due": valid, expires
+    within the lead time) or overdue (``state`` "overdue": the newest qualified record has
+    expired)."""
+
+    analyzer_id: str
+    state: Literal["due", "overdue"]
+    record: str | None  # certificate number
+    valid_until: dt.date | None
+    days: int  # days left ("due") or days since expiry ("overdue")
+
+
+def verification_due(engine: Engine, at: dt.datetime, analyzer_ids: Sequence[str] | None = None,
+                     *, lead_days: float = DUE_LEAD_DAYS) -> dict[str, VerificationDue | None]:
+    """Which analyzers' verification records are due for renewal at ``at``.
+
+    The record that counts is the one :func:`coverage` uses: qualified, valid on
+    ``at.date()``, the latest ``valid_until``. It is *due* when it expires within
+    ``lead_days`` days (``valid_until - day <= lead_days``); with no such record but an
+    expired qualified one the analyzer is *overdue* (since that record's ``valid_until``).
+    An analyzer never verified has no due date (coverage names it: "no instrument
+    verification record").
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    at : datetime
+        Time evaluated (timezone-aware).
+    analyzer_ids : sequence of str, optional
+        Analyzers to judge; default every analyzer in the database.
+    lead_days : float, default 30
+        Reminder lead time [d].
+
+    Returns
+    -------
+    dict
+        Analyzer id -> :class:`VerificationDue`, or None when nothing is due.
+
+    References
+    ----------
+    PRC Metrology Law art. 9 and JJF 1033 (periodic compulsory verification: a record is
+    renewed before its validity ends).
+    """
+    if at.tzinfo is None:
+        raise ValueError("at must be timezone-aware")
+    day = at.date()
+    with Session(engine) as s:
+        ids = list(analyzer_ids) if analyzer_ids is not None else sorted(s.exec(select(Analyzer.id)))
+        records: dict[str, list[InstrumentVerification]] = {}
+        for r in s.exec(select(InstrumentVerification)):
+            records.setdefault(r.analyzer_id, []).append(r)
+    out: dict[str, VerificationDue | None] = {}
+    for aid in ids:
+        quals = [r for r in records.get(aid, []) if r.result == "qualified" and r.date <= day]
+        good = [r for r in quals if day <= r.valid_until]
+        if good:
+            r = max(good, key=lambda x: x.valid_until)
+            left = (r.valid_until - day).days
+            out[aid] = VerificationDue(aid, "due", r.cert_number, r.valid_until, left) \
+                if left <= lead_days else None
+        elif quals:
+            r = max(quals, key=lambda x: x.valid_until)
+            out[aid] = VerificationDue(aid, "overdue", r.cert_number, r.valid_until,
+                                       (day - r.valid_until).days)
+        else:
+            out[aid] = None  # never verified: a coverage reason, not a due date
+    return out
+
+
+def verification_due_alert(d: VerificationDue) -> dict[str, Any]:
+    """Severity, titles (en, zh) and evidence of the ``verification_due`` alert of ``d``:
+    a warning before expiry, critical after."""
+    if d.state == "due":
+        en = f"{d.analyzer_id}: instrument verification {d.record} expires on {d.valid_until} " \
+             f"({d.days} days left)"
+        zh = f"{d.analyzer_id}：检定证书 {d.record} 将于 {d.valid_until} 到期（剩余 {d.days} 天）"
+        sev = "warning"
+    else:
+        en = f"{d.analyzer_id}: instrument verification {d.record} expired on {d.valid_until} " \
+             f"({d.days} days ago)"
+        zh = f"{d.analyzer_id}：检定证书 {d.record} 已于 {d.valid_until} 过期（已 {d.days} 天）"
+        sev = "critical"
+    return {"severity": sev, "title_en": en, "title_zh": zh,
+            "evidence": {"state": d.state, "record": d.record,
+                         "valid_until": d.valid_until.isoformat() if d.valid_until else None,
+                         "days": d.days}}

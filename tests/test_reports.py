@@ -1,5 +1,6 @@
 import datetime as dt
 import io
+import subprocess
 
 import pandas as pd
 import pytest
@@ -82,17 +83,43 @@ def test_reports_netcdf_data_and_flags(network, tmp_path):
         assert float(ds["out_of_control_hours"].sum()) == pytest.approx(network.totals["ooc_hours"])
 
 
-def test_reports_pdf_chinese_embeds_cjk_font(network):
-    if reports.cjk_font() is None:
-        pytest.skip("no CJK font installed (apt-get install fonts-droid-fallback)")
-    pdf = reports.report_pdf(network, "zh")
-    assert pdf.startswith(b"%PDF") and len(pdf) > 5000
-    assert b"DroidSans" in pdf or b"WenQuanYi" in pdf or b"Noto" in pdf
+def _pdftotext(pdf: bytes, tmp_path) -> str:
+    p = tmp_path / "r.pdf"
+    p.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-layout", str(p), "-"], check=True,
+                          capture_output=True, text=True).stdout
 
 
-def test_reports_pdf_without_cjk_font_falls_back_to_english(network, monkeypatch):
-    monkeypatch.setattr(reports, "CJK_FONTS", ())
-    monkeypatch.delenv("ENVCAL_CJK_FONT", raising=False)
+def test_reports_pdf_chinese_text_has_summary_numbers(network, tmp_path):
+    font = reports.cjk_font()
+    assert font is not None, "no CJK font: make test installs fonts-noto-cjk"
     pdf = reports.report_pdf(network, "zh")
     assert pdf.startswith(b"%PDF")
-    assert b"DroidSans" not in pdf
+    assert b"NotoSansCJKSC" in pdf or b"DroidSans" in pdf  # the Simplified Chinese face
+    text = _pdftotext(pdf, tmp_path)
+    tot = network.totals
+    summary = next(line for line in text.splitlines() if "核查" in line and "合格" in line
+                   and "告警" in line)
+    nums = text[text.index(summary) + len(summary):].split("\n", 2)[1].split()
+    assert nums == [str(tot["checks"]), str(tot["pass"]), str(tot["warn"]), str(tot["fail"]),
+                    str(tot["invalid"]), f"{tot['ooc_hours']:.1f}", str(tot["alerts"])]
+    for word in ("报告编号", reports.report_number(network), "编制", "审核", "批准",
+                 "嘉兴", "不合格核查明细"):
+        assert word in text, word
+
+
+def test_reports_failures_show_the_deciding_value_with_unit(network):
+    f = network.failures
+    assert len(f) and set(reports.DECIDING_COLUMNS) <= set(f.columns)
+    for r in f.itertuples(index=False):
+        assert r.value == getattr(r, r.quantity)  # the rule's own quantity, not error_fs_pct
+        assert abs(r.value) > r.limit  # it is what failed
+        assert r.value_unit
+
+
+def test_reports_pdf_chinese_without_cjk_font_refused(network, monkeypatch):
+    monkeypatch.setattr(reports, "CJK_FONTS", ())
+    monkeypatch.delenv("ENVCAL_CJK_FONT", raising=False)
+    with pytest.raises(reports.ReportFontError, match="fonts-noto-cjk"):
+        reports.report_pdf(network, "zh")
+    assert reports.report_pdf(network, "en").startswith(b"%PDF")  # English still works

@@ -55,8 +55,8 @@ def demo(
 
     def on_progress(day, total, published, ingested, results, alerts) -> None:
         progress.update(task, completed=min(day, total), day=day,
-                        info=f"published {published:,} · ingested {ingested:,} · "
-                             f"results {results:,} · alerts {alerts:,}")
+                        info=f"ingested {ingested:,} messages · results {results:,} · "
+                             f"alerts {alerts:,}")
 
     def _term(signum, _frame) -> None:
         raise KeyboardInterrupt
@@ -90,6 +90,9 @@ def demo(
         _print_summary(console, summary)
     if d.ui_proc is not None:
         console.print(f"[bold]open {d.ui_url}[/] · the app stays up until Ctrl-C")
+        from envcal.ui.seed import format_accounts
+
+        console.print(f"sign in as: {format_accounts(d.accounts)}", markup=False)
         try:
             d.wait_ui()
         except KeyboardInterrupt:

@@ -56,3 +56,20 @@ def confirm_rule(engine: Engine, actor: Actor | None, pack: str, rule_id: str, c
 
     require(actor, "rule.confirm")
     confirm(engine, pack, rule_id, citation, actor.name)
+
+
+def record_verification(engine: Engine, actor: Actor | None, analyzer_id: str, number: str,
+                        institute: str, date, result: str, valid_until, pdf: bytes | None = None):
+    """Record an instrument verification certificate (检定/校准证书) exactly as
+    ``envcal instruments verify-record add`` does (lab, admin); audit-logged by :mod:`envcal.instruments`.
+
+    Raises
+    ------
+    envcal.instruments.VerificationRecordError
+        With ``.problems``; nothing is stored.
+    """
+    from envcal.instruments import add_verification_record
+
+    require(actor, "certificate.upload")
+    return add_verification_record(engine, analyzer_id, number, institute, date, result,
+                                   valid_until, pdf=pdf, actor=actor.name)

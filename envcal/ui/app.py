@@ -8,9 +8,12 @@ import streamlit as st
 
 from envcal.ui.common import (
     current_actor,
+    emit_cookies,
     engine,
     lang,
     oidc_configured,
+    public_page_enabled,
+    set_lang,
     sign_in,
     sign_out,
     t,
@@ -29,6 +32,8 @@ PAGES = [
     ("operators.py", "nav.operators", ":material/apartment:", "nav.group.evidence"),
     ("rules.py", "nav.rules", ":material/gavel:", "nav.group.evidence"),
 ]
+#: the public disclosure page: no sign-in, read-only, served only when enabled
+PUBLIC_PAGE = ("public.py", "nav.public", ":material/public:", "nav.group.evidence")
 
 CSS = """
 <style>
@@ -49,7 +54,7 @@ def _language_switch() -> None:
                               format_func=lambda x: LANG_NAMES[x], horizontal=True,
                               key="lang_choice")
     if choice != cur:
-        st.session_state["lang"] = choice
+        set_lang(choice)
         st.rerun()
 
 
@@ -72,25 +77,64 @@ def _login() -> None:
                 sign_in(authenticate(engine(), name, pw))
                 st.rerun()
             except UserError as exc:
-                st.error(t("login.failed", msg=str(exc)))
+                st.error(t("login.failed", msg=login_error(exc)))
         if oidc_configured():
             if getattr(st.user, "is_logged_in", False):
                 a = actor_for(engine(), st.user.get("email") or st.user.get("name") or "")
                 if a is not None:
                     sign_in(a)
                     st.rerun()
-                st.error(t("login.failed", msg=str(st.user.get("email"))))
+                st.error(t("login.unknown_sso", email=str(st.user.get("email"))))
             st.button(t("login.oidc"), on_click=st.login)
         st.caption(t("login.hint"))
 
 
+def login_error(exc: Exception) -> str:
+    """The sign-in refusal in the current language (wrong name/password or locked)."""
+    msg = str(exc).lower()
+    if "lock" in msg:
+        return t("login.locked")
+    if "disabled" in msg:
+        return t("login.disabled")
+    return t("login.bad")
+
+
+def _icon():
+    """The page icon, drawn here (no request to an outside icon or font host)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    d.ellipse((2, 2, 62, 62), fill=(11, 61, 110, 255))
+    d.line((18, 33, 28, 44, 47, 21), fill=(255, 255, 255, 255), width=7, joint="curve")
+    return img
+
+
+def _page(spec) -> st.Page:
+    fname, key, icon, _group = spec
+    return st.Page(PAGES_DIR / fname, title=t(key), icon=icon, url_path=fname[:-3])
+
+
 def main() -> None:
-    """Render the app (called by ``app_streamlit.py`` on every rerun)."""
-    st.set_page_config(page_title=t("app.title"), page_icon=":material/verified:", layout="wide")
+    """Render the app (called by ``app_streamlit.py`` on every rerun).
+
+    Signed out, every page is registered hidden so the address (a deep link such as
+    ``/analyzer?analyzer=JX-PP01-CEMS``) is kept while the sign-in form shows, and the page
+    opens after signing in; the public page (``/public``) needs no sign-in.
+    """
+    st.set_page_config(page_title=t("app.title"), page_icon=_icon(), layout="wide")
     st.markdown(CSS, unsafe_allow_html=True)
+    public = public_page_enabled()
     _language_switch()
     actor = current_actor()
+    pages = [_page(p) for p in PAGES]
+    pub = _page(PUBLIC_PAGE) if public else None
     if actor is None:
+        nav = st.navigation(pages + ([pub] if pub else []), position="hidden")
+        emit_cookies()
+        if pub is not None and nav.url_path == pub.url_path:
+            nav.run()
+            return
         _login()
         return
     with st.sidebar:
@@ -102,7 +146,9 @@ def main() -> None:
                 st.logout()
             st.rerun()
     groups: dict[str, list] = {}
-    for fname, key, icon, group in PAGES:
-        groups.setdefault(t(group), []).append(
-            st.Page(PAGES_DIR / fname, title=t(key), icon=icon, url_path=fname[:-3]))
-    st.navigation(groups).run()
+    for spec, pg in zip(PAGES + ([PUBLIC_PAGE] if pub else []), pages + ([pub] if pub else []),
+                        strict=True):
+        groups.setdefault(t(spec[3]), []).append(pg)
+    nav = st.navigation(groups)
+    emit_cookies()
+    nav.run()

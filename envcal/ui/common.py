@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import time
 
 import pandas as pd
 import streamlit as st
 
+from envcal.ui.i18n import coverage_reason as _coverage_reason
+from envcal.ui.i18n import label as _label
 from envcal.ui.i18n import t as _t
 from envcal.users import Actor, PermissionDenied
 
@@ -28,8 +31,52 @@ SESSION_KEY = "envcal_actor"
 
 
 def lang() -> str:
-    """The current language, 'zh' (default) or 'en'."""
-    return st.session_state.get("lang", "zh")
+    """The current language, 'zh' (default) or 'en': this session's choice, else the
+    browser's ``envcal_lang`` cookie (kept across F5 and deep links)."""
+    cur = st.session_state.get("lang")
+    if cur is None:
+        from envcal.ui.i18n import LANGS
+        from envcal.ui.session import LANG_COOKIE
+
+        cur = _cookie(LANG_COOKIE)
+        cur = cur if cur in LANGS else "zh"
+        st.session_state["lang"] = cur
+    return cur
+
+
+def set_lang(value: str) -> None:
+    """Switch the language and remember it in the browser (cookie, one year)."""
+    from envcal.ui.session import LANG_COOKIE
+
+    st.session_state["lang"] = value
+    _queue_cookie(LANG_COOKIE, value, 365 * 86400)
+
+
+def _cookie(name: str) -> str | None:
+    try:
+        return st.context.cookies.get(name)
+    except (AttributeError, RuntimeError):  # no browser request (AppTest, bare script run)
+        return None
+
+
+def _queue_cookie(name: str, value: str, max_age_s: int) -> None:
+    """Set a cookie in the browser on the next render (:func:`emit_cookies`)."""
+    st.session_state.setdefault("envcal_cookies", {})[name] = (value, int(max_age_s))
+
+
+def emit_cookies() -> None:
+    """Write the queued cookies (one line of JavaScript of our own, no user input in it:
+    the value is a signature or a language code, JSON-quoted)."""
+    pending = st.session_state.pop("envcal_cookies", None)
+    if not pending:
+        return
+    from envcal.ui.session import set_cookie_js
+
+    # a container of its own each time: the browser mounts (and runs) the script anew
+    n = st.session_state["envcal_cookie_n"] = st.session_state.get("envcal_cookie_n", 0) + 1
+    with st.container(key=f"envcal_cookie_{n}"):
+        st.html("".join(set_cookie_js(k, v, age) for k, (v, age) in pending.items()),
+                unsafe_allow_javascript=True)
 
 
 def t(key: str, **kw) -> str:
@@ -60,6 +107,15 @@ def archive_dir() -> str | None:
     return p if os.path.isdir(p) else None
 
 
+def public_page_enabled() -> bool:
+    """Whether the public disclosure page is served (setting ``public_page``:
+    ``ENVCAL_PUBLIC_PAGE=1`` or ``public_page = true`` in ``envcal.toml``; default off)."""
+    from envcal.config import setting
+
+    v = setting("public_page", None, False)
+    return str(v).strip().lower() in ("1", "true", "yes", "on")
+
+
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -68,28 +124,68 @@ def timeout_minutes() -> float:
     return float(os.environ.get("ENVCAL_SESSION_TIMEOUT_MIN", "30"))
 
 
+def _from_cookie() -> Actor | None:
+    """The actor of a valid signed session cookie, re-checked against the account table
+    (a disabled or deleted account or a changed role is not restored)."""
+    from envcal.ui.session import COOKIE, verify
+    from envcal.users import actor_for
+
+    v = verify(_cookie(COOKIE))
+    if v is None or st.session_state.get("envcal_signed_out"):
+        return None
+    name, role, _exp = v
+    a = actor_for(engine(), name)
+    return a if a is not None and a.role == role else None
+
+
 def current_actor() -> Actor | None:
-    """The signed-in actor, or None (also after ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes)."""
+    """The signed-in actor, or None (also after ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes).
+
+    A new browser session (F5, a deep link) is signed in again from the signed cookie
+    (:mod:`envcal.ui.session`); the cookie is renewed while the user is active.
+    """
     a = st.session_state.get(SESSION_KEY)
     if a is None:
-        return None
+        a = _from_cookie()
+        if a is None:
+            return None
+        st.session_state[SESSION_KEY] = a
+        st.session_state["envcal_last_seen"] = time.time()
+        st.session_state["envcal_cookie_at"] = time.time()
     last = st.session_state.get("envcal_last_seen", time.time())
     if time.time() - last > timeout_minutes() * 60:
         sign_out()
         st.session_state["envcal_expired"] = True
         return None
     st.session_state["envcal_last_seen"] = time.time()
+    if time.time() - st.session_state.get("envcal_cookie_at", 0.0) > timeout_minutes() * 30:
+        _write_session_cookie(a)
     return a
+
+
+def _write_session_cookie(actor: Actor) -> None:
+    from envcal.ui.session import COOKIE, sign
+
+    ttl = timeout_minutes() * 60
+    _queue_cookie(COOKIE, sign(actor.name, actor.role, ttl), int(ttl))
+    st.session_state["envcal_cookie_at"] = time.time()
 
 
 def sign_in(actor: Actor) -> None:
     st.session_state[SESSION_KEY] = actor
     st.session_state["envcal_last_seen"] = time.time()
     st.session_state.pop("envcal_expired", None)
+    st.session_state.pop("envcal_signed_out", None)
+    _write_session_cookie(actor)
 
 
 def sign_out() -> None:
+    from envcal.ui.session import COOKIE
+
     st.session_state.pop(SESSION_KEY, None)
+    # the browser still sends the old cookie to this session: never restore from it again
+    st.session_state["envcal_signed_out"] = True
+    _queue_cookie(COOKIE, "", 0)
 
 
 def oidc_configured() -> bool:
@@ -152,6 +248,124 @@ def styled_states(df: pd.DataFrame, col: str, states: list[str]):
     css = [f"background-color: {_STATE_BG[s]}; color: {_STATE_FG[s]}; font-weight: 600"
            for s in states]
     return df.style.apply(lambda _c: css, subset=[col], axis=0)
+
+
+def lab(prefix: str, value) -> str:
+    """A domain value's label in the current language (alert kinds ``akind``, check kinds
+    ``ckind``, certificate kinds ``crmkind``, quantities ``qty``...)."""
+    return _label(prefix, value, lang())
+
+
+def reason_text(text: str) -> str:
+    """A coverage reason of :mod:`envcal.instruments` in the current language."""
+    return _coverage_reason(text, lang(), fmt_time)
+
+
+def fmt_unit(u: str | None) -> str:
+    """A unit as printed (``umol/mol`` → µmol/mol, ``mg/m3`` → mg/m³, ``ug`` → µg)."""
+    if not u:
+        return ""
+    out = str(u).replace("umol", "µmol").replace("ug/", "µg/").replace("m3", "m³")
+    return "µg" if out == "ug" else out
+
+
+def fmt_duration(hours: float | None) -> str:
+    """A duration [h] as '3 天 4 小时' / '3 d 4 h'."""
+    if hours is None or pd.isna(hours):
+        return "—"
+    h = int(round(float(hours)))
+    return t("dur.days", d=h // 24, h=h % 24) if h >= 24 else t("dur.hours", h=h)
+
+
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}")
+
+
+def _ev_key(k: str) -> str:
+    from envcal.ui.i18n import STRINGS
+
+    for prefix in ("evk", "ckind", "akind", "qty"):
+        if f"{prefix}.{k}" in STRINGS:
+            return t(f"{prefix}.{k}")
+    return k
+
+
+def _ev_value(v) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, bool):
+        return t("an.yes") if v else t("an.no")
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, str) and _ISO.match(v):
+        return fmt_time(v)
+    if isinstance(v, str):
+        return localize_text(v)
+    if isinstance(v, list):
+        return ", ".join(_ev_value(x) for x in v)
+    return str(v)
+
+
+def evidence_rows(ev, prefix: str = "") -> pd.DataFrame:
+    """An alert's evidence (nested JSON) as a labelled two-column table: item, value;
+    times in local time, floats to 4 significant digits, only the current language's
+    explanation (``reason_zh`` / ``reason_en``)."""
+    rows: list[tuple[str, str]] = []
+    other = "reason_en" if lang() == "zh" else "reason_zh"
+
+    def walk(obj, path: str) -> None:
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                if k == other:
+                    continue
+                name = _ev_key("reason" if k in ("reason_en", "reason_zh") else k)
+                walk(v, f"{path} · {name}" if path else name)
+        elif isinstance(obj, list) and obj and all(isinstance(x, dict) for x in obj):
+            for i, x in enumerate(obj, 1):
+                walk(x, f"{path} {i}")
+        else:
+            rows.append((path, _ev_value(obj)))
+
+    walk(ev if isinstance(ev, (dict, list)) else {}, prefix)
+    return pd.DataFrame(rows, columns=[t("ev.field"), t("ev.value")])
+
+
+_ISO_IN_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})")
+_TOKEN = re.compile(r"(?<![\w.\-])([a-z][a-z0-9]*(?:_[a-z0-9]+)*)(?![\w.\-])")
+
+
+def localize_text(text) -> str:
+    """A stored text (alert title, check explanation) for display: ISO times in local time;
+    in Chinese, the check kinds, compared quantities and data-quality tests it names by
+    their Chinese labels (identifiers such as rule ids stay as they are)."""
+    if text is None or (isinstance(text, float) and pd.isna(text)):
+        return ""
+    out = _ISO_IN_TEXT.sub(lambda m: fmt_time(m.group(0)), str(text))
+    if lang() != "zh":
+        return out
+    from envcal.ui.i18n import STRINGS
+
+    def sub(m):
+        w = m.group(1)
+        for prefix in ("ckind", "qty", "evk"):
+            if f"{prefix}.{w}" in STRINGS and (prefix != "evk" or "_" in w):
+                return t(f"{prefix}.{w}")
+        return w
+
+    return _TOKEN.sub(sub, out)
+
+
+_CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def source_text(text: str | None) -> str:
+    """A rule's source (standard, clause and its description): in Chinese, the parts of
+    the description that are only English are left out when a Chinese part exists."""
+    if not text:
+        return "—"
+    if lang() != "zh" or not _CJK.search(text):
+        return text
+    parts = [p for p in re.split(r"[;；]\s*", text) if _CJK.search(p)]
+    return "；".join(parts)
 
 
 def header(title_key: str) -> None:

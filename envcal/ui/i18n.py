@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+import re
+
 LANGS: tuple[str, ...] = ("zh", "en")
 LANG_NAMES = {"zh": "中文", "en": "English"}
 
@@ -43,17 +45,17 @@ STRINGS: dict[str, dict[str, str]] = {
     "login.submit": {"zh": "登录", "en": "Sign in"},
     "login.failed": {"zh": "登录失败：{msg}", "en": "Sign-in failed: {msg}"},
     "login.oidc": {"zh": "使用单位统一身份认证登录", "en": "Sign in with single sign-on"},
-    "login.hint": {"zh": "账号由管理员通过 `envcal users add` 创建。",
-                   "en": "Accounts are created by an administrator with `envcal users add`."},
+    "login.hint": {"zh": "账号由管理员通过 `envcal users add` 创建；`make demo` 会创建每个角色的演示账号并在终端打印。",
+                   "en": "Accounts are created by an administrator with `envcal users add`; `make demo` creates one demo account per role and prints them."},
     # states
     "state.in_control": {"zh": "受控", "en": "In control"},
     "state.warning": {"zh": "预警", "en": "Warning"},
     "state.out_of_control": {"zh": "失控", "en": "Out of control"},
     "state.no_data": {"zh": "无数据", "en": "No data"},
-    "verdict.pass": {"zh": "合格", "en": "pass"},
-    "verdict.warn": {"zh": "预警", "en": "warn"},
-    "verdict.fail": {"zh": "不合格", "en": "fail"},
-    "verdict.invalid": {"zh": "无效", "en": "invalid"},
+    "verdict.pass": {"zh": "合格", "en": "Pass"},
+    "verdict.warn": {"zh": "预警", "en": "Warn"},
+    "verdict.fail": {"zh": "不合格", "en": "Fail"},
+    "verdict.invalid": {"zh": "无效", "en": "Invalid"},
     "severity.critical": {"zh": "严重", "en": "critical"},
     "severity.warning": {"zh": "警告", "en": "warning"},
     "severity.info": {"zh": "提示", "en": "info"},
@@ -78,7 +80,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "ov.formula": {"zh": "计算公式", "en": "Formula"},
     "ov.checks_today": {"zh": "今日核查通过", "en": "Checks passed today"},
     "ov.checks_today_detail": {"zh": "今日共 {n} 次核查", "en": "{n} checks today"},
-    "ov.alerts": {"zh": "未关闭告警", "en": "Open alerts"},
+    "ov.alerts": {"zh": "未解决告警", "en": "Unresolved alerts"},
     "ov.map": {"zh": "站点分布（按最差状态着色）", "en": "Stations (coloured by worst state)"},
     "ov.worst": {"zh": "需关注的仪器", "en": "Analyzers needing attention"},
     "ov.not_verified": {"zh": "未计入覆盖率的仪器及原因", "en": "Analyzers not counted as verified, and why"},
@@ -93,7 +95,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "col.last_check": {"zh": "最近核查", "en": "Last check"},
     "col.checks_30d": {"zh": "30 天核查", "en": "Checks (30 d)"},
     "col.failed_30d": {"zh": "30 天不合格", "en": "Failed (30 d)"},
-    "col.open_alerts": {"zh": "未关闭告警", "en": "Open alerts"},
+    "col.open_alerts": {"zh": "未解决告警", "en": "Unresolved alerts"},
     "col.end": {"zh": "核查结束", "en": "Check end"},
     "col.kind": {"zh": "类型", "en": "Kind"},
     "col.value": {"zh": "误差", "en": "Error"},
@@ -180,15 +182,15 @@ STRINGS: dict[str, dict[str, str]] = {
     "al.filter_severity": {"zh": "级别", "en": "Severity"},
     "al.filter_station": {"zh": "站点", "en": "Station"},
     "al.all": {"zh": "全部", "en": "all"},
-    "al.open_states": {"zh": "未关闭", "en": "not resolved"},
+    "al.open_states": {"zh": "未解决", "en": "unresolved"},
     "al.pick": {"zh": "选择告警", "en": "Alert"},
     "al.evidence": {"zh": "证据", "en": "Evidence"},
     "al.history": {"zh": "处理记录", "en": "History"},
     "al.note": {"zh": "处理说明", "en": "Note"},
     "al.ack": {"zh": "确认告警", "en": "Acknowledge"},
-    "al.resolve": {"zh": "关闭告警", "en": "Resolve"},
+    "al.resolve": {"zh": "解决告警", "en": "Resolve"},
     "al.done": {"zh": "已记录：{what}（写入审计日志）", "en": "Recorded: {what} (audit-logged)"},
-    "al.readonly": {"zh": "当前角色只能查看告警；确认与关闭需要业务人员权限。",
+    "al.readonly": {"zh": "当前角色只能查看告警；确认与解决需要业务人员权限。",
                     "en": "Your role can view alerts; acknowledging and resolving needs the staff role."},
     # materials
     "cm.title": {"zh": "标准物质证书", "en": "Reference material certificates"},
@@ -275,6 +277,215 @@ STRINGS: dict[str, dict[str, str]] = {
     "dv.failed": {"zh": "命令 {cn} 未完成：{msg}", "en": "Command {cn} not done: {msg}"},
     "dv.staff_only": {"zh": "下发命令需要业务人员或管理员权限。",
                       "en": "Sending commands needs the staff or admin role."},
+
+    # enums of the domain (every value has a label: tests check them against the modules)
+    "akind.out_of_tolerance": {"zh": "核查超差", "en": "Out of tolerance"},
+    "akind.out_of_control": {"zh": "失控", "en": "Out of control"},
+    "akind.drift_trend": {"zh": "漂移趋势", "en": "Drift trend"},
+    "akind.check_overdue": {"zh": "核查逾期", "en": "Check overdue"},
+    "akind.material_invalid": {"zh": "标准物质无效", "en": "Reference material invalid"},
+    "akind.data_quality": {"zh": "数据质量", "en": "Data quality"},
+    "akind.peer_drift": {"zh": "与邻近站点偏离", "en": "Drift against neighbours"},
+    "akind.verification_due": {"zh": "检定到期", "en": "Verification due"},
+    "ckind.zero": {"zh": "零点核查", "en": "zero check"},
+    "ckind.span": {"zh": "量程核查", "en": "span check"},
+    "ckind.std_sample": {"zh": "标样核查", "en": "standard-sample check"},
+    "ckind.membrane": {"zh": "标准膜核查", "en": "reference-membrane check"},
+    "ckind.flow": {"zh": "流量核查", "en": "flow check"},
+    "ckind.linearity": {"zh": "线性核查", "en": "linearity check"},
+    "crmkind.gas_cylinder": {"zh": "标准气体（钢瓶）", "en": "Gas cylinder"},
+    "crmkind.solution": {"zh": "标准溶液", "en": "Standard solution"},
+    "crmkind.membrane": {"zh": "标准膜片", "en": "Reference membrane"},
+    "crmkind.zero_material": {"zh": "零点物质", "en": "Zero material"},
+    "qty.error_abs": {"zh": "绝对误差", "en": "Absolute error"},
+    "qty.error_rel_pct": {"zh": "相对误差", "en": "Relative error"},
+    "qty.error_fs_pct": {"zh": "满量程误差", "en": "Error of full scale"},
+    "qty.drift_fs_pct": {"zh": "漂移（满量程）", "en": "Drift (full scale)"},
+    "qty.en": {"zh": "En 值", "en": "En number"},
+    "vresult.qualified": {"zh": "合格", "en": "qualified"},
+    "vresult.not_qualified": {"zh": "不合格", "en": "not qualified"},
+    "vdue.due": {"zh": "即将到期", "en": "expires soon"},
+    "vdue.overdue": {"zh": "已过期", "en": "expired"},
+    # sign-in
+    "login.bad": {"zh": "用户名或密码错误", "en": "wrong name or password"},
+    "login.locked": {"zh": "连续 5 次登录失败，账号已锁定 15 分钟", "en": "account locked for 15 minutes after 5 failed sign-ins"},
+    "login.disabled": {"zh": "账号已停用", "en": "account disabled"},
+    "login.unknown_sso": {"zh": "统一身份认证账号 {email} 未在本系统登记", "en": "Single-sign-on account {email} has no access here"},
+    "nav.public": {"zh": "公示", "en": "Public disclosure"},
+    # overview additions
+    "ov.alerts_by_kind": {"zh": "按类型", "en": "by kind"},
+    "ov.due": {"zh": "检定/校准证书到期提醒", "en": "Instrument verification due dates"},
+    "ov.no_due": {"zh": "没有即将到期或已过期的检定证书", "en": "No instrument verification is due or expired"},
+    "col.since": {"zh": "失控起始", "en": "Out of control since"},
+    "col.duration": {"zh": "持续", "en": "Duration"},
+    "col.record": {"zh": "证书编号", "en": "Certificate no."},
+    "col.valid_until": {"zh": "有效期至", "en": "Valid until"},
+    "col.days": {"zh": "天数", "en": "Days"},
+    "dur.days": {"zh": "{d} 天 {h} 小时", "en": "{d} d {h} h"},
+    "dur.hours": {"zh": "{h} 小时", "en": "{h} h"},
+    "ov.coverage_formula_text": {"zh": "覆盖率 = 已核查仪器数 / 仪器总数；仪器计为已核查，须同时满足：持有合格且在有效期内的检定/校准证书，且规则包要求的每项核查均在规定周期内完成",
+                                 "en": "coverage = N_verified / N_total; an analyzer is verified when it holds a qualified, unexpired instrument verification record AND every check its rule pack requires is within its interval"},
+    # coverage reasons (envcal.instruments)
+    "cov.no_record": {"zh": "无检定/校准记录", "en": "no instrument verification record"},
+    "cov.expired": {"zh": "检定证书 {n} 已于 {d} 过期", "en": "verification record {n} expired on {d}"},
+    "cov.not_qualified": {"zh": "检定证书 {n}（{d}）结论为不合格", "en": "verification record {n} of {d}: not qualified"},
+    "cov.future": {"zh": "检定证书 {n} 日期 {d} 晚于 {at}", "en": "verification record {n} dated {d} is after {at}"},
+    "cov.no_check": {"zh": "无{kind}记录（要求每 {freq}）", "en": "no {kind} on record (required every {freq})"},
+    "cov.old_check": {"zh": "最近一次{kind}为 {t}，超过 {freq}", "en": "last {kind} {t} is older than {freq}"},
+    # analyzer additions
+    "an.chart_title": {"zh": "控制图：{q} [{unit}]", "en": "Control chart: {q} [{unit}]"},
+    "an.cusum_axis": {"zh": "CUSUM [{unit}]", "en": "CUSUM [{unit}]"},
+    "an.cusum_panel": {"zh": "累积和（CUSUM，h = ±{h}）", "en": "Cumulative sum (CUSUM, h = ±{h})"},
+    "an.time_axis": {"zh": "时间（北京时间）", "en": "Time (China Standard Time)"},
+    "an.value_axis": {"zh": "{q} [{unit}]", "en": "{q} [{unit}]"},
+    "an.reading_axis": {"zh": "{analyte} [{unit}]", "en": "{analyte} [{unit}]"},
+    "an.limit_line": {"zh": "限值 ±{v}", "en": "limit ±{v}"},
+    "an.warn_line": {"zh": "预警 ±{v}", "en": "warning ±{v}"},
+    "an.crossing_past": {"zh": "已超限", "en": "already beyond the limit"},
+    "an.crm_line": {"zh": "标准值 C = {v} {unit}", "en": "reference C = {v} {unit}"},
+    # alerts additions
+    "al.auto": {"zh": "系统自动", "en": "automatic"},
+    "al.acked": {"zh": "确认", "en": "Acknowledged"},
+    "al.resolved": {"zh": "解决", "en": "Resolved"},
+    "col.handled": {"zh": "处理人 / 时间", "en": "By / when"},
+    "col.note": {"zh": "处理说明", "en": "Note"},
+    "col.updated": {"zh": "最近更新", "en": "Updated"},
+    "ev.field": {"zh": "项目", "en": "Item"},
+    "ev.value": {"zh": "内容", "en": "Value"},
+    "al.need_note": {"zh": "请填写处理说明", "en": "Write a note"},
+    "al.action_error": {"zh": "操作未完成：{msg}", "en": "Not done: {msg}"},
+    # materials additions
+    "cm.submit_form": {"zh": "校验表单并导入", "en": "Validate the form and import"},
+    "cm.json_text": {"zh": "或粘贴证书 JSON 文本", "en": "or paste the certificate JSON"},
+    "cm.form": {"zh": "填写证书表单", "en": "Fill in a certificate form"},
+    "cm.file": {"zh": "上传证书文件", "en": "Upload certificate files"},
+    "cm.f_id": {"zh": "证书编号（批号标识）", "en": "Certificate id"},
+    "cm.f_code": {"zh": "标准物质编号（GBW 等）", "en": "CRM code (GBW …)"},
+    "cm.f_name": {"zh": "名称", "en": "Name"},
+    "cm.f_kind": {"zh": "类型", "en": "Kind"},
+    "cm.f_producer": {"zh": "研制单位", "en": "Producer"},
+    "cm.f_lot": {"zh": "批号", "en": "Lot"},
+    "cm.f_matrix": {"zh": "基体（可选）", "en": "Matrix (optional)"},
+    "cm.f_issued": {"zh": "定值日期", "en": "Issued"},
+    "cm.f_expires": {"zh": "有效期至", "en": "Expires"},
+    "cm.f_trace": {"zh": "溯源性说明", "en": "Traceability"},
+    "cm.f_values": {"zh": "认定值（每行一个组分）", "en": "Certified values (one analyte per row)"},
+    "cm.uploader_drop": {"zh": "将文件拖放到此处", "en": "Drag and drop file here"},
+    "cm.uploader_browse": {"zh": "选择文件", "en": "Browse files"},
+    "cm.uploader_limit": {"zh": "单个文件不超过 200 MB", "en": "Limit 200 MB per file"},
+    "iv.title": {"zh": "仪器检定/校准证书", "en": "Instrument verification records"},
+    "iv.add": {"zh": "登记检定/校准证书（实验室、管理员）", "en": "Record an instrument verification (lab, admin)"},
+    "iv.analyzer": {"zh": "仪器", "en": "Analyzer"},
+    "iv.number": {"zh": "证书编号", "en": "Certificate number"},
+    "iv.institute": {"zh": "检定机构", "en": "Metrology institute"},
+    "iv.date": {"zh": "检定日期", "en": "Date of verification"},
+    "iv.valid_until": {"zh": "有效期至", "en": "Valid until"},
+    "iv.result": {"zh": "检定结论", "en": "Result"},
+    "iv.pdf": {"zh": "证书 PDF（可选）", "en": "Certificate PDF (optional)"},
+    "iv.submit": {"zh": "校验并登记", "en": "Validate and record"},
+    "iv.done": {"zh": "已登记 {a} 的检定证书 {n}", "en": "Recorded verification {n} of {a}"},
+    "iv.unchanged": {"zh": "该证书已登记，内容相同", "en": "This record exists with the same content"},
+    "iv.refused": {"zh": "未登记，共 {n} 处问题：", "en": "Not recorded, {n} problem(s):"},
+    "iv.recorded_by": {"zh": "登记人", "en": "Recorded by"},
+    "iv.state": {"zh": "状态", "en": "State"},
+    "iv.valid": {"zh": "有效", "en": "valid"},
+    # reports additions
+    "rp.no_font": {"zh": "无法生成中文 PDF：本机未安装中文字体（sudo apt-get install -y fonts-noto-cjk）。可改为下载英文 PDF。",
+                   "en": "The Chinese PDF cannot be made: no CJK font is installed (sudo apt-get install -y fonts-noto-cjk). The English PDF works."},
+    "rp.number": {"zh": "报告编号 {n}", "en": "Report no. {n}"},
+    "col.day": {"zh": "日期", "en": "Day"},
+    "col.deciding": {"zh": "判定量", "en": "Deciding value"},
+    "col.quantity_label": {"zh": "判定依据", "en": "Quantity"},
+    # public disclosure
+    "pb.title": {"zh": "计量检定合格公示与计量信用信息", "en": "Public disclosure: compulsory verification and metrology credit"},
+    "pb.intro": {"zh": "本页面向社会公开，只读，不含个人信息。数据截至 {at}（北京时间）。",
+                 "en": "This page is public and read-only and holds no personal data. Data as of {at} (China Standard Time)."},
+    "pb.stations": {"zh": "各站点强制检定与核查情况", "en": "Verification status per station"},
+    "pb.operators": {"zh": "运营单位计量诚信", "en": "Operators' metrology integrity"},
+    "pb.blacklist": {"zh": "计量失信名单（诚信分低于 {thr} 分）", "en": "Metrology dishonesty list (integrity score below {thr})"},
+    "pb.none_below": {"zh": "本期无运营单位低于阈值", "en": "No operator is below the threshold in this period"},
+    "pb.period": {"zh": "统计期：{start} 至 {end}", "en": "Period: {start} to {end}"},
+    "pb.verified": {"zh": "已核查", "en": "Verified"},
+    "pb.not_verified": {"zh": "未达标", "en": "Not verified"},
+    "col.verified_n": {"zh": "已核查 / 仪器数", "en": "Verified / analyzers"},
+    "col.rate": {"zh": "覆盖率", "en": "Coverage"},
+    "col.cert_valid": {"zh": "检定证书有效", "en": "Verification valid"},
+    "pb.integrity_formula": {"zh": "诚信分 S = clip(100 − 30·r_不合格 − 20·r_逾期 − 20·r_失控 − 10·N_疑似造假 − 5·N_过期标准物质, 0, 100)；r_不合格 = 不合格核查次数 / 核查次数，r_逾期 = 核查逾期仪器数 / 仪器数，r_失控 = 失控时长 / (仪器数 × 统计时长)",
+                             "en": "S = clip(100 − 30·r_fail − 20·r_overdue − 20·r_ooc − 10·N_falsification − 5·N_expired_CRM, 0, 100); r_fail = failed checks / checks, r_overdue = analyzers with overdue checks / analyzers, r_ooc = out-of-control hours / (analyzers × hours in the period)"},
+    "pb.disabled": {"zh": "公示页面未开启（设置 ENVCAL_PUBLIC_PAGE=1 开启）", "en": "The public page is off (set ENVCAL_PUBLIC_PAGE=1)"},
+    "evk.no_data": {"zh": "无数据", "en": "no data"},
+    "evk.last_reading": {"zh": "最近读数", "en": "last reading"},
+    "evk.out_of_range": {"zh": "超出物理范围", "en": "out of range"},
+    "evk.spike": {"zh": "尖峰", "en": "spike"},
+    "evk.rate_of_change": {"zh": "变化率异常", "en": "rate of change"},
+    "evk.overdue": {"zh": "逾期核查", "en": "overdue checks"},
+    "evk.last_check": {"zh": "最近核查", "en": "last check"},
+    "evk.interval_h": {"zh": "要求周期 [h]", "en": "required interval [h]"},
+    "evk.due": {"zh": "应完成时间", "en": "due"},
+    "evk.hours_late": {"zh": "逾期 [h]", "en": "late [h]"},
+    "evk.data_time": {"zh": "数据时间", "en": "data time"},
+    "evk.tests": {"zh": "检验项", "en": "tests"},
+    "evk.seq_gaps": {"zh": "序号缺口", "en": "sequence gaps"},
+    "evk.missing": {"zh": "缺失条数", "en": "missing"},
+    "evk.gaps": {"zh": "缺口数", "en": "gaps"},
+    "evk.window": {"zh": "时间窗", "en": "window"},
+    "evk.from": {"zh": "起", "en": "from"},
+    "evk.to": {"zh": "止", "en": "to"},
+    "evk.last_seen": {"zh": "最近数据", "en": "last seen"},
+    "evk.falsification": {"zh": "疑似造假", "en": "falsification"},
+    "evk.test": {"zh": "检验", "en": "test"},
+    "evk.episodes": {"zh": "次数", "en": "episodes"},
+    "evk.episodes_near_limit": {"zh": "接近限值次数", "en": "episodes near the limit"},
+    "evk.p0": {"zh": "p0", "en": "p0"},
+    "evk.q0": {"zh": "q0", "en": "q0"},
+    "evk.p_value": {"zh": "p 值", "en": "p-value"},
+    "evk.limit": {"zh": "限值", "en": "limit"},
+    "evk.masked_above_limit": {"zh": "超限被标记读数", "en": "masked readings above the limit"},
+    "evk.flat_line": {"zh": "数值恒定", "en": "flat line"},
+    "evk.readings": {"zh": "读数", "en": "readings"},
+    "evk.minutes": {"zh": "分钟", "en": "minutes"},
+    "evk.refusal": {"zh": "拒绝原因", "en": "refusal"},
+    "evk.material": {"zh": "标准物质批号", "en": "CRM lot"},
+    "evk.check_id": {"zh": "核查编号", "en": "check id"},
+    "evk.reason": {"zh": "说明", "en": "explanation"},
+    "evk.trends": {"zh": "趋势", "en": "trends"},
+    "evk.rule": {"zh": "规则", "en": "rule"},
+    "evk.quantity": {"zh": "判定量", "en": "quantity"},
+    "evk.slope_per_day": {"zh": "斜率 [/天]", "en": "slope [/d]"},
+    "evk.slope_se": {"zh": "斜率标准误", "en": "slope SE"},
+    "evk.days_to_limit": {"zh": "距超限 [天]", "en": "days to the limit"},
+    "evk.crossing": {"zh": "预计超限时间", "en": "forecast crossing"},
+    "evk.last_value": {"zh": "最近值", "en": "last value"},
+    "evk.last_result": {"zh": "最近结果编号", "en": "last result"},
+    "evk.n": {"zh": "点数", "en": "points"},
+    "evk.horizon_days": {"zh": "预测期 [天]", "en": "horizon [d]"},
+    "evk.failing": {"zh": "不合格核查", "en": "failing checks"},
+    "evk.result": {"zh": "结果编号", "en": "result"},
+    "evk.end": {"zh": "结束", "en": "end"},
+    "evk.error_fs_pct": {"zh": "满量程误差 [%F.S.]", "en": "error [% F.S.]"},
+    "evk.error_rel_pct": {"zh": "相对误差 [%]", "en": "relative error [%]"},
+    "evk.error_abs": {"zh": "绝对误差", "en": "absolute error"},
+    "evk.periods": {"zh": "失控时段", "en": "out-of-control periods"},
+    "evk.rule_id": {"zh": "条件", "en": "condition"},
+    "evk.start": {"zh": "开始", "en": "start"},
+    "evk.opened_by_result": {"zh": "触发结果", "en": "opened by result"},
+    "evk.start_result": {"zh": "起始结果", "en": "start result"},
+    "evk.source": {"zh": "依据", "en": "source"},
+    "evk.condition": {"zh": "条件类型", "en": "condition"},
+    "evk.factor": {"zh": "倍数", "en": "factor"},
+    "evk.days": {"zh": "天数", "en": "days"},
+    "evk.trigger_check": {"zh": "触发核查", "en": "trigger check"},
+    "evk.trigger_rule": {"zh": "触发规则", "en": "trigger rule"},
+    "evk.trigger_kind": {"zh": "触发核查类型", "en": "trigger kind"},
+    "evk.trigger_value": {"zh": "触发值", "en": "trigger value"},
+    "evk.close": {"zh": "结束条件", "en": "closes on"},
+    "evk.close_kinds": {"zh": "结束核查类型", "en": "closing kinds"},
+    "evk.close_source": {"zh": "结束依据", "en": "closing source"},
+    "evk.status": {"zh": "状态", "en": "status"},
+    "evk.consequence": {"zh": "后果", "en": "consequence"},
+    "evk.state": {"zh": "状态", "en": "state"},
+    "evk.record": {"zh": "证书编号", "en": "certificate no."},
+    "evk.valid_until": {"zh": "有效期至", "en": "valid until"},
 }
 
 
@@ -291,3 +502,54 @@ def t(key: str, lang: str = "zh", **kw) -> str:
 def missing_keys() -> list[str]:
     """Keys lacking a translation in some language (must be empty)."""
     return [k for k, v in STRINGS.items() if any(not v.get(lang) for lang in LANGS)]
+
+
+def label(prefix: str, value: object, lang: str = "zh") -> str:
+    """The label of a domain value (``prefix.value``, e.g. ``akind.check_overdue``); the
+    value itself when it has none (shown, never a crash; tests require every value)."""
+    key = f"{prefix}.{value}"
+    return t(key, lang) if key in STRINGS else str(value)
+
+
+_FREQ = re.compile(r"^(\d+) days?(?:, (\d+):(\d\d):\d\d)?$|^(\d+):(\d\d):\d\d$")
+
+
+def _freq(text: str, lang: str) -> str:
+    """A Python timedelta string ('7 days, 0:00:00', '1 day, 0:00:00', '2:00:00') as words."""
+    m = _FREQ.match(text.strip())
+    if not m:
+        return text
+    d = int(m.group(1) or 0)
+    h = int(m.group(2) or m.group(4) or 0)
+    if d and not h:
+        return f"{d} 天" if lang == "zh" else f"{d} d"
+    if d:
+        return t("dur.days", lang, d=d, h=h)
+    return t("dur.hours", lang, h=h)
+
+
+_REASONS = [
+    (re.compile(r"^no instrument verification record$"), "cov.no_record"),
+    (re.compile(r"^verification record (?P<n>\S+) expired on (?P<d>\S+)$"), "cov.expired"),
+    (re.compile(r"^verification record (?P<n>\S+) of (?P<d>\S+): not qualified$"), "cov.not_qualified"),
+    (re.compile(r"^verification record (?P<n>\S+) dated (?P<d>\S+) is after (?P<at>\S+)$"), "cov.future"),
+    (re.compile(r"^no (?P<kind>\S+) check on record \(required every (?P<freq>.+)\)$"), "cov.no_check"),
+    (re.compile(r"^last (?P<kind>\S+) check (?P<t>\S+) is older than (?P<freq>.+)$"), "cov.old_check"),
+]
+
+
+def coverage_reason(text: str, lang: str = "zh", fmt_time=None) -> str:
+    """One reason of :func:`envcal.instruments.coverage` in ``lang`` (kinds, intervals and
+    times in words; ``fmt_time`` formats an ISO time); unknown texts are returned as given."""
+    for rx, key in _REASONS:
+        m = rx.match(text.strip())
+        if m:
+            kw = m.groupdict()
+            if "kind" in kw:
+                kw["kind"] = label("ckind", kw["kind"], lang)
+            if "freq" in kw:
+                kw["freq"] = _freq(kw["freq"], lang)
+            if "t" in kw and fmt_time is not None:
+                kw["t"] = fmt_time(kw["t"])
+            return t(key, lang, **kw)
+    return text

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
 
 from envcal.models import Analyzer, Channel, InstrumentVerification, Reading, Station, utcnow
 
@@ -37,10 +36,70 @@ DEMO_USERS: dict[str, tuple[str, str]] = {
     "lab": ("lab", "lab-pass-2026"),
     "viewer": ("viewer", "viewer-pass-2026"),
 }
+#: the analyzer whose instrument verification expires soon (a ``verification_due`` reminder)
+EXPIRING = "HZ-SW01-WQ"
 DRIFTING = ("JX-PP01-CEMS", "SO2", "span")
 RECOVERED = ("NB-PP02-CEMS", "NOx", "span")
 SILENT = "HZ-AQ02-PM"
 UNVERIFIED = "SX-WW01-WQ"
+
+
+def seed_verifications(engine: Engine, analyzer_ids: list[str], now: dt.datetime) -> int:
+    """Record one instrument verification (检定) per analyzer, as a metrology institute
+    issues them: most valid for months, :data:`EXPIRING` within 15 days, :data:`UNVERIFIED`
+    expired. Records already there are kept (``unchanged``).
+
+    Returns
+    -------
+    int
+        Records created.
+    """
+    from envcal.instruments import add_verification_record
+
+    n = 0
+    for i, aid in enumerate(analyzer_ids):
+        age = 400 if aid == UNVERIFIED else 350 if aid == EXPIRING else 60 + 17 * i
+        d0 = now.date() - dt.timedelta(days=age)
+        o = add_verification_record(engine, aid, f"ZJJL{d0:%Y}-{i + 1:04d}", "浙江省计量科学研究院",
+                                    d0, "qualified", d0 + dt.timedelta(days=364), actor="seed")
+        n += o.status == "created"
+    return n
+
+
+def create_accounts(engine: Engine, users: dict[str, tuple[str, str]] | None = None
+                    ) -> dict[str, tuple[str, str]]:
+    """One account per role: ``users`` (name -> (role, password)); default a fresh random
+    password for each of admin, staff, lab and viewer (what ``envcal demo`` prints).
+
+    Returns
+    -------
+    dict
+        name -> (role, password) of the accounts created or replaced.
+    """
+    import secrets
+
+    from envcal.users import add_user
+
+    if users is None:
+        users = {name: (role, secrets.token_urlsafe(9)) for name, (role, _pw) in DEMO_USERS.items()}
+    for name, (role, pw) in users.items():
+        add_user(engine, name, role, pw, actor="seed", replace=True)
+    return dict(users)
+
+
+def format_accounts(accounts: dict[str, tuple[str, str]]) -> str:
+    """The sign-in line ``envcal demo`` prints: ``name / password (role); ...``."""
+    return "; ".join(f"{name} / {pw} ({role})" for name, (role, pw) in accounts.items())
+
+
+def parse_accounts(line: str) -> dict[str, tuple[str, str]]:
+    """The accounts of a :func:`format_accounts` line (name -> (role, password))."""
+    out = {}
+    for part in line.split("; "):
+        name, _, rest = part.strip().partition(" / ")
+        pw, _, role = rest.rpartition(" (")
+        out[name] = (role.rstrip(")"), pw)
+    return out
 
 
 def _materials(engine: Engine) -> dict[str, str]:
@@ -114,7 +173,6 @@ def seed_demo(engine: Engine, *, now: dt.datetime | None = None, days: int = 28,
     from envcal.certificates import CertificateError, import_certificate
     from envcal.registry import load_registry, sync_registry
     from envcal.rules import load_pack
-    from envcal.users import add_user
     from envcal.verify import store_results
 
     now = (now or utcnow()).astimezone(dt.UTC).replace(second=0, microsecond=0)
@@ -128,15 +186,7 @@ def seed_demo(engine: Engine, *, now: dt.datetime | None = None, days: int = 28,
             continue
     mats = _materials(engine)
     rng = np.random.default_rng(seed)
-    with Session(engine) as s:
-        for aid in reg.analyzers:
-            expired = aid == UNVERIFIED
-            d0 = now.date() - dt.timedelta(days=400 if expired else 120)
-            s.add(InstrumentVerification(
-                analyzer_id=aid, cert_number=f"ZJJL-{aid}-{d0:%Y}", institute="浙江省计量科学研究院",
-                date=d0, result="qualified", valid_until=d0 + dt.timedelta(days=365),
-                recorded_at=now, recorded_by="seed"))
-        s.commit()
+    seed_verifications(engine, list(reg.analyzers), now)
     results = []
     for aid, a in reg.analyzers.items():
         if aid == SILENT:
@@ -169,28 +219,31 @@ def seed_demo(engine: Engine, *, now: dt.datetime | None = None, days: int = 28,
                                            end, value, rule, pack, material, 40))
     store_results(engine, results)
     drift_id = _seed_readings(engine, reg, now)
-    alerts = _seed_alerts(engine, reg)
-    if users:
-        for name, (role, pw) in DEMO_USERS.items():
-            add_user(engine, name, role, pw, actor="seed", replace=True)
+    alerts = _seed_alerts(engine, reg, now)
+    accounts = create_accounts(engine, DEMO_USERS) if users else {}
     return {"now": now, "results": len(results), "certificates": certs,
-            "drifting_result": drift_id, "alerts": alerts}
+            "drifting_result": drift_id, "alerts": alerts, "accounts": accounts}
 
 
-def _seed_alerts(engine: Engine, reg) -> int:
+def _seed_alerts(engine: Engine, reg, now: dt.datetime | None = None) -> int:
     """Raise alerts and store out-of-control periods from the results with the alert
-    engine (the service's own evaluation); the number of alert transitions."""
+    engine (the service's own evaluation), then, with ``now``, run its timer once (overdue
+    checks, instrument verification due dates); the number of alert transitions."""
     from envcal.alerts import AlertEngine
 
     ae = AlertEngine(engine, reg)
     try:
-        return len(ae.reevaluate_all())
+        n = len(ae.reevaluate_all())
+        if now is not None:
+            n += len(ae.tick(now))
+        return n
     finally:
         ae.close()
 
 
 def _seed_readings(engine: Engine, reg, now: dt.datetime) -> int | None:
-    """One-minute readings around the newest check of the drifting channel."""
+    """One-minute readings of the drifting channel from 30 min before its newest check to
+    ``now``."""
     from envcal.models import CheckResult
 
     aid, analyte, kind = DRIFTING
@@ -207,7 +260,8 @@ def _seed_readings(engine: Engine, reg, now: dt.datetime) -> int | None:
     rows = []
     t = start - dt.timedelta(minutes=30)
     seq = 1000
-    while t <= end + dt.timedelta(minutes=30):
+    # readings continue to ``now`` (the analyzer still reports: no "no data" alert)
+    while t <= max(end + dt.timedelta(minutes=30), now):
         in_check = start <= t <= end
         if in_check:
             k = (t - start).total_seconds() / 60.0

@@ -103,8 +103,8 @@ def test_app_overview_shows_kpis(seeded, monkeypatch):
 
 def test_app_viewer_cannot_ack_or_upload(seeded, monkeypatch):
     at = _page(_app(seeded[0], monkeypatch, "viewer"), "alerts")
-    assert not [b for b in at.button if b.label in ("确认告警", "关闭告警")]
-    assert any("确认与关闭需要业务人员权限" in i.value for i in at.info)
+    assert not [b for b in at.button if b.label in ("确认告警", "解决告警")]
+    assert any("确认与解决需要业务人员权限" in i.value for i in at.info)
     at = _page(at, "materials")
     assert not [b for b in at.button if b.label == "校验并导入"]
     assert not [b for b in at.button if b.label == "撤销批号"]
@@ -113,12 +113,18 @@ def test_app_viewer_cannot_ack_or_upload(seeded, monkeypatch):
 def test_app_staff_acknowledges_alert_audited(seeded_fresh, monkeypatch):
     url, eng, _ = seeded_fresh
     at = _page(_app(url, monkeypatch, "staff"), "alerts")
+    aid = at.selectbox(key="al_pick").value
     at.text_area(key="al_note").input("通知运维单位校准 SO2 量程")
     _button(at, "确认告警").click().run()
     assert not at.exception
     assert any("已记录" in s.value for s in at.success)
+    assert at.text_area(key="al_note").value == ""  # the note is cleared after the action
+    shown = at.dataframe[0].value
+    row = shown[shown["编号"] == aid].iloc[0]
+    assert row["处理人 / 时间"].startswith("确认: staff") and row["处理说明"] == "通知运维单位校准 SO2 量程"
     with eng.connect() as c:
-        state = c.execute(sa.text("select state, acknowledged_by from alert")).first()
+        state = c.execute(sa.text("select state, acknowledged_by from alert where id = :i"),
+                          {"i": int(aid)}).first()
         audit = c.execute(sa.select(AuditLog.action, AuditLog.actor)
                           .where(AuditLog.action == "alert.acknowledge")).all()
     assert tuple(state) == ("acknowledged", "staff")

@@ -15,7 +15,7 @@ thr = c[1].slider(t("op.threshold"), 0.0, 100.0, views.INTEGRITY_THRESHOLD, 1.0,
 end = now()
 df = views.operator_integrity(eng, end - dt.timedelta(days=int(days)), end)
 st.markdown(f"**{t('op.formula')}**")
-st.code(views.INTEGRITY_FORMULA, language=None, wrap_lines=True)
+st.markdown(t("pb.integrity_formula"))
 cols = {"operator": "col.operator", "score": "col.score", "analyzers": "col.analyzers",
         "checks": "col.checks", "failed": "col.failed", "overdue_analyzers": "col.overdue",
         "ooc_hours": "col.ooc_hours", "falsification": "col.falsification",

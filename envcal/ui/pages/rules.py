@@ -5,7 +5,17 @@ import streamlit as st
 from envcal import views
 from envcal.rules import RulePackError
 from envcal.ui import actions
-from envcal.ui.common import current_actor, engine, flash, lang, rename, show_flash, t
+from envcal.ui.common import (
+    current_actor,
+    engine,
+    flash,
+    fmt_unit,
+    lab,
+    lang,
+    rename,
+    show_flash,
+    t,
+)
 from envcal.users import PermissionDenied
 
 st.title(t("ru.title"))
@@ -18,6 +28,9 @@ if n_unv:
     st.warning(t("ru.unverified", n=n_unv), icon=":material/report:")
 show = df.copy()
 show["title"] = show["title_zh"] if lang() == "zh" else show["title_en"]
+show["check_kind"] = [lab("ckind", k) for k in show["check_kind"]]
+show["quantity"] = [lab("qty", q) for q in show["quantity"]]
+show["unit"] = [fmt_unit(u) for u in show["unit"]]
 show["status"] = [("✅ " if s == "confirmed" else "⚠️ ") + t(f"status.{s}") for s in show["status"]]
 st.dataframe(rename(show, {"pack": "col.pack", "rule": "col.rule", "title": "col.title",
                            "status": "col.status", "check_kind": "col.check_kind", "analytes": "col.analytes",

@@ -1,0 +1,79 @@
+"""Signed session cookies of the app (no Streamlit here: pure functions, testable alone).
+
+A signed-in browser holds the cookie ``envcal_session``::
+
+    base64url(JSON {"n": name, "r": role, "e": expiry [s since the epoch]}) "." base64url(HMAC-SHA256)
+
+signed with the server's secret (``ENVCAL_SESSION_SECRET``; else a random secret made when
+the app process starts, so a server restart signs everyone out). Pressing F5 or opening a
+deep link starts a new Streamlit session; :func:`verify` turns the cookie back into the
+name and role, which the app then re-checks against the account table (a disabled or
+deleted account, or a changed role, is not restored from an old cookie). The cookie carries
+no password and expires after the idle timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+
+COOKIE = "envcal_session"
+LANG_COOKIE = "envcal_lang"
+_PROCESS_SECRET = secrets.token_bytes(32)
+
+
+def secret() -> bytes:
+    """The signing key: ``ENVCAL_SESSION_SECRET`` (UTF-8) or this process's random key."""
+    env = os.environ.get("ENVCAL_SESSION_SECRET")
+    return env.encode("utf-8") if env else _PROCESS_SECRET
+
+
+def _b64(b: bytes) -> str:
+    return base64.urlsafe_b64encode(b).decode("ascii").rstrip("=")
+
+
+def _unb64(s: str) -> bytes:
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+
+def sign(name: str, role: str, ttl_s: float, *, now: float | None = None,
+         key: bytes | None = None) -> str:
+    """A cookie value for ``name``/``role`` valid for ``ttl_s`` seconds [s]."""
+    t = time.time() if now is None else now
+    body = _b64(json.dumps({"n": name, "r": role, "e": int(t + ttl_s)},
+                           separators=(",", ":")).encode("utf-8"))
+    mac = hmac.new(key or secret(), body.encode("ascii"), hashlib.sha256).digest()
+    return f"{body}.{_b64(mac)}"
+
+
+def verify(value: str | None, *, now: float | None = None,
+           key: bytes | None = None) -> tuple[str, str, float] | None:
+    """``(name, role, expiry)`` of a valid, unexpired cookie value; None otherwise
+    (missing, malformed, forged or expired)."""
+    if not value or value.count(".") != 1:
+        return None
+    body, mac = value.split(".")
+    good = hmac.new(key or secret(), body.encode("ascii"), hashlib.sha256).digest()
+    try:
+        if not hmac.compare_digest(_unb64(mac), good):
+            return None
+        d = json.loads(_unb64(body))
+        name, role, exp = str(d["n"]), str(d["r"]), float(d["e"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    t = time.time() if now is None else now
+    return (name, role, exp) if exp > t else None
+
+
+def set_cookie_js(name: str, value: str, max_age_s: int) -> str:
+    """JavaScript that sets (``max_age_s > 0``) or deletes (0) a first-party cookie."""
+    v = json.dumps(value)
+    return ("<script>(() => { const w = window.parent; w.document.cookie = "
+            f"{json.dumps(name + '=')} + encodeURIComponent({v}) + "
+            f"'; path=/; max-age={int(max_age_s)}; SameSite=Strict' + "
+            "(w.location.protocol === 'https:' ? '; Secure' : ''); })();</script>")

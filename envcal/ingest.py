@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from envcal.archive_limits import reading_problem, text_problem
 from envcal.dead_letters import delivery_key, store_dead_letters
 from envcal.protocols import json_v1
 from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
@@ -44,6 +45,12 @@ MAX_PAYLOAD = 64 * 1024
 MAX_FUTURE = dt.timedelta(minutes=10)
 #: Topic kinds the service subscribes to (``envcal/+/+/{kind}``).
 TOPIC_KINDS = ("data", "hj212", "check", "status")
+#: MQTT 5 DISCONNECT reason code "Session taken over" (OASIS MQTT 5.0 §3.14.2.1).
+SESSION_TAKEN_OVER = 0x8E
+#: Broker-side disconnects within :data:`TAKEOVER_WINDOW_S` taken as a session takeover.
+TAKEOVER_DROPS = 3
+#: See :data:`TAKEOVER_DROPS` [s].
+TAKEOVER_WINDOW_S = 60.0
 #: Default MQTT session expiry [s]: queued messages survive a week of downtime.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -90,6 +97,7 @@ class Message:
     qos: int = 0
     generation: int = 0  # connection the message arrived on (acks never cross a reconnect)
     dup: bool = False  # MQTT DUP flag: a redelivery by the broker (envcal.dead_letters)
+    retain: bool = False  # MQTT RETAIN flag: sent for a new subscription (envcal.dead_letters)
 
 
 class _Parsed:
@@ -370,6 +378,11 @@ class IngestCore:
                 raise Rejected(f"timestamp {ts.isoformat()} is more than {self.max_future} in the future "
                                f"(received {now.isoformat()})")
             chk = rec.check
+            problem = reading_problem(ts, rec.seq, () if chk is None else (
+                ("check id", chk.id), ("check kind", chk.kind), ("check phase", chk.phase),
+                ("material", chk.material)))
+            if problem is not None:  # the archive could not hold it (envcal.archive_limits)
+                raise Rejected(problem)
             if chk is not None:
                 if chk.kind not in CHECK_KINDS or chk.phase not in CHECK_PHASES:
                     raise Rejected(f"invalid check block kind={chk.kind!r} phase={chk.phase!r}")
@@ -430,9 +443,15 @@ class IngestCore:
                 raise Rejected(f"check id must be 1..{_MAXLEN['check_id']} characters")
             if s.material and len(s.material) > _MAXLEN["material"]:
                 raise Rejected(f"material longer than {_MAXLEN['material']} characters")
+            problem = text_problem("check id", s.id) or text_problem("material", s.material)
+            if problem is not None:
+                raise Rejected(problem)
             for t in (s.start, s.end):
                 if t.tzinfo is None:
                     raise Rejected(f"check time {t.isoformat()} has no UTC offset")
+                problem = reading_problem(t, None)
+                if problem is not None:
+                    raise Rejected(problem)
             if s.end > now + self.max_future:
                 raise Rejected(f"check end {s.end.isoformat()} is more than {self.max_future} in the future")
             if s.end < s.start:
@@ -519,8 +538,9 @@ class IngestCore:
             for i in range(0, len(readings), self._chunk):
                 inserted += self._insert_readings(conn, readings[i:i + self._chunk])
             if dead:  # exactly once per MQTT delivery (envcal.dead_letters)
-                n_dead = store_dead_letters(conn, ins, self._t_dead, dead,
-                                            [p.msg.dup for p in parsed if p.dead is not None])
+                bad = [p.msg for p in parsed if p.dead is not None]
+                n_dead = store_dead_letters(conn, ins, self._t_dead, dead, [m.dup for m in bad],
+                                            [m.retain for m in bad])
             if gaps:
                 conn.execute(ins(self._t_gap).on_conflict_do_nothing(), gaps)
             if frames:
@@ -677,7 +697,8 @@ class IngestService:
         self.ready = threading.Event()  # set when subscribed
         self.connected = threading.Event()
         self.totals = {"messages": 0, "rows": 0, "duplicates": 0, "dead_letters": 0, "gaps": 0,
-                       "batches": 0}
+                       "batches": 0, "takeovers": 0}
+        self._drops: list[float] = []  # monotonic times of broker-side disconnects
         self._q: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._gen = 0
         self._stop = threading.Event()
@@ -713,11 +734,31 @@ class IngestService:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if not self._stop.is_set():
+            self._note_drop(getattr(reason_code, "value", None), time.monotonic())
             log.warning("disconnected from %s (%s); reconnecting", self.broker_url, reason_code)
+
+    def _note_drop(self, reason: int | None, now: float) -> None:
+        """Log a session takeover: a DISCONNECT with reason 0x8E, or (brokers such as Mosquitto
+        2.0.11 just close the socket) :data:`TAKEOVER_DROPS` drops within
+        :data:`TAKEOVER_WINDOW_S`, the ping-pong of two clients using one client id."""
+        drops = self._drops
+        drops.append(now)
+        while drops and drops[0] < now - TAKEOVER_WINDOW_S:
+            drops.pop(0)
+        if reason == SESSION_TAKEN_OVER or len(drops) >= TAKEOVER_DROPS:
+            drops.clear()
+            self.totals["takeovers"] += 1
+            # with the generated broker config only a client holding this account's password
+            # can use this client id (envcal.mqtt_security)
+            log.error("SECURITY: session %r at %s taken over by another client using the same "
+                      "client id (%s); check who holds the credentials of MQTT account %r",
+                      self.client_id, self.broker_url,
+                      "reason 0x8E" if reason == SESSION_TAKEN_OVER else
+                      f"{TAKEOVER_DROPS} disconnects within {TAKEOVER_WINDOW_S:.0f} s", self.username)
 
     def _on_message(self, client, userdata, m) -> None:
         # enqueue only: the worker decodes, stores and acknowledges
-        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen, bool(m.dup)))
+        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen, bool(m.dup), bool(m.retain)))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> IngestService:

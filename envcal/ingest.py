@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from envcal.archive_limits import reading_problem, text_problem
+from envcal.conflicts import reading_conflicts, store_conflicts, summary_conflicts
 from envcal.dead_letters import delivery_key, store_dead_letters
 from envcal.protocols import json_v1
 from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
@@ -128,6 +129,7 @@ class CommitResult:
     summary_ids: tuple[int, ...]
     ended_checks: tuple[tuple[str, str], ...]
     seconds: float
+    conflicts: int = 0  # duplicates with other content (envcal.conflicts)
 
 
 def sqlite_utc_text(value: dt.datetime) -> str:
@@ -549,6 +551,12 @@ class IngestCore:
                 res = conn.execute(ins(self._t_summary).on_conflict_do_nothing()
                                    .returning(self._t_summary.c.id), summaries)
                 summary_ids = [r[0] for r in res]
+            # duplicates with other content are kept as conflict records, never dropped
+            n_conflicts = 0
+            if inserted < len(readings):
+                n_conflicts += store_conflicts(conn, ins, reading_conflicts(conn, readings, now))
+            if len(summary_ids) < len(summaries):
+                n_conflicts += store_conflicts(conn, ins, summary_conflicts(conn, summaries, now))
             seconds = time.perf_counter() - t0
             conn.execute(sa.insert(self._t_log), [{
                 "committed_at": now, "worker": self.worker[:128], "messages": len(parsed),
@@ -556,7 +564,7 @@ class IngestCore:
                 "dead_letters": n_dead, "seconds": seconds}])
         self.last_seq.update(state)
         return CommitResult(len(parsed), inserted, len(readings) - inserted, n_dead, len(gaps),
-                            tuple(summary_ids), tuple(ended), time.perf_counter() - t0)
+                            tuple(summary_ids), tuple(ended), time.perf_counter() - t0, n_conflicts)
 
     def ingest(self, messages: Iterable[Message | tuple[str, bytes]]) -> CommitResult:
         """Parse and store messages synchronously (one transaction; no MQTT involved).
@@ -966,6 +974,7 @@ register_stat("data_gaps", count_rows("DataGap"))
 register_stat("check_summaries", count_rows("CheckSummaryRecord"))
 register_stat("hj212_frames", count_rows("Hj212Frame"))
 register_stat("ingest_batches", count_rows("IngestLog"))
+register_stat("conflicts", count_rows("IngestConflict"))
 
 
 def stats(engine: Engine, names: Iterable[str] | None = None) -> dict[str, int]:

@@ -457,3 +457,25 @@ def test_ingest_group_workers_side_by_side_and_takeover_logged(tmp_path, sqlite_
             w.stop()
         eng.dispose()
         broker.stop()
+
+
+def test_broker_acl_agrees_with_ingest_subscriptions(secured, sqlite_url):
+    """Every publish a station may make reaches ingest (stored or dead-lettered); the topics
+    ingest does not read are refused by the broker instead of vanishing."""
+    broker, creds = secured
+    eng, reg = _ingest_db(sqlite_url)
+    svc = IngestService(broker.url, eng, reg, client_id="envcal", batch_seconds=0.05,
+                        username="envcal", password=creds["envcal"]).start()
+    station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+    try:
+        assert svc.ready.wait(10)
+        for topic in (OWN + "/", OWN.replace("/data", "/DATA"), "envcal/ZJ-NB-PP02/x",
+                      "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data/extra", "envcal/ZJ-NB-PP02"):
+            assert station.publish(topic, b"{}") == NOT_AUTHORIZED, topic
+        assert station.publish("envcal/ZJ-NB-PP02/NO-SUCH/data", b"{}") == 0  # allowed: dead-lettered
+        with eng.connect() as conn:
+            assert _wait(lambda: conn.execute(sa.text("select count(*) from dead_letter")).scalar_one() == 1)
+    finally:
+        station.close()
+        svc.stop()
+        eng.dispose()

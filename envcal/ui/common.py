@@ -22,7 +22,7 @@ import pandas as pd
 import streamlit as st
 
 from envcal.ui.i18n import t as _t
-from envcal.users import Actor, PermissionDenied
+from envcal.users import Actor, PermissionDenied, session_actor
 
 SESSION_KEY = "envcal_actor"
 
@@ -69,27 +69,35 @@ def timeout_minutes() -> float:
 
 
 def current_actor() -> Actor | None:
-    """The signed-in actor, or None (also after ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes)."""
+    """The signed-in actor as the account is *now* (re-read on every rerun), or None after
+    ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes, ``ENVCAL_SESSION_MAX_HOURS`` after sign-in,
+    or when the account was disabled (:func:`envcal.users.session_actor`)."""
     a = st.session_state.get(SESSION_KEY)
     if a is None:
         return None
-    last = st.session_state.get("envcal_last_seen", time.time())
-    if time.time() - last > timeout_minutes() * 60:
+    t_now = time.time()
+    chk = session_actor(engine(), a, signed_in_at=st.session_state.setdefault("envcal_signed_in_at", t_now),
+                        last_seen=st.session_state.get("envcal_last_seen", t_now), now=t_now,
+                        idle_s=timeout_minutes() * 60,
+                        lifetime_s=float(os.environ.get("ENVCAL_SESSION_MAX_HOURS", "12")) * 3600)
+    if chk.actor is None:
         sign_out()
         st.session_state["envcal_expired"] = True
         return None
-    st.session_state["envcal_last_seen"] = time.time()
-    return a
+    st.session_state[SESSION_KEY] = chk.actor
+    st.session_state["envcal_last_seen"] = t_now
+    return chk.actor
 
 
 def sign_in(actor: Actor) -> None:
     st.session_state[SESSION_KEY] = actor
-    st.session_state["envcal_last_seen"] = time.time()
+    st.session_state["envcal_last_seen"] = st.session_state["envcal_signed_in_at"] = time.time()
     st.session_state.pop("envcal_expired", None)
 
 
 def sign_out() -> None:
     st.session_state.pop(SESSION_KEY, None)
+    st.session_state.pop("envcal_signed_in_at", None)
 
 
 def oidc_configured() -> bool:

@@ -122,7 +122,14 @@ def test_users_cli_sso_account_has_no_password(sqlite_url):
 
 
 def test_session_actor_rereads_account_and_enforces_timeouts(engine):
-    from envcal.users import SESSION_IDLE, SESSION_LIFETIME, Actor, add_user, session_actor, set_disabled
+    from envcal.users import (
+        SESSION_IDLE,
+        SESSION_LIFETIME,
+        Actor,
+        add_user,
+        session_actor,
+        set_disabled,
+    )
 
     add_user(engine, "ann", "admin", "password-123")
     ann = Actor("ann", "admin")

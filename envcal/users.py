@@ -229,6 +229,8 @@ def authenticate(engine: Engine, name: str, password: str, *,
         if ok and _HASHER.check_needs_rehash(row.password_hash):
             row.password_hash = _HASHER.hash(password)
             s.add(row)
+            # the account's rows are covered by the audit trail (envcal.audit.COVERED)
+            audit.record(s, row.name, "user.rehash", "user", row.name)
         s.commit()
     if who is None:
         raise UserError("wrong name or password")

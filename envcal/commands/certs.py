@@ -45,11 +45,17 @@ def certs_import(
     files: list[Path] = typer.Argument(..., help="Certificate JSON file(s)"),
     attachment: Path | None = typer.Option(None, "--attachment", help="PDF (only with one FILE); "
                                            "default: the file the JSON names, next to it"),
+    attachments: Path | None = typer.Option(None, "--attachments", help="Folder the JSON's "
+                                            "attachment names are resolved in (default: the JSON's "
+                                            "own folder); nothing outside it is read"),
     by: str = typer.Option("cli", "--by", help="Who imports (audit trail)"),
     molar_volume: float = typer.Option(22.4, "--molar-volume", help="[L/mol] for the gas unit check"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Validate and store certificates; each file is all-or-nothing. Exit 1 if any is refused."""
+    if attachments is not None and not attachments.is_dir():
+        _err(f"--attachments {attachments}: not a folder")
+        raise typer.Exit(2)
     from envcal.certificates import CertificateError, import_certificate
 
     if attachment is not None and len(files) != 1:
@@ -60,7 +66,7 @@ def certs_import(
     for f in files:
         try:
             o = import_certificate(engine, f, attachment=attachment, actor=by,
-                                   molar_volume=molar_volume)
+                                   molar_volume=molar_volume, attachments_dir=attachments)
         except CertificateError as exc:
             failed += 1
             _err(f"refused {exc}")

@@ -3,6 +3,7 @@
 Settings: ``ENVCAL_DB`` (database URL; ``envcal ui --db`` passes it through),
 ``ENVCAL_ARCHIVE`` (NetCDF archive folder), ``ENVCAL_STATIONS`` (registry),
 ``ENVCAL_SESSION_TIMEOUT_MIN`` (idle minutes before a session is signed out, default 30),
+``ENVCAL_SESSION_MAX_HOURS`` (hours after sign-in a session ends however active, default 12),
 ``ENVCAL_REFRESH_S`` (Overview live refresh, default 60).
 
 OIDC: when ``.streamlit/secrets.toml`` has an ``[auth]`` section (Streamlit's ``st.login``

@@ -139,6 +139,15 @@ def head_path() -> Path | None:
 def load_key(path: Path | None = None) -> bytes | None:
     """The audit key (hex text in the key file), or None when none is configured.
 
+    Parameters
+    ----------
+    path : Path, optional
+        Key file; default :func:`key_path`.
+
+    Returns
+    -------
+    bytes or None
+
     Raises
     ------
     AuditKeyError
@@ -161,7 +170,21 @@ def load_key(path: Path | None = None) -> bytes | None:
 
 
 def init_key(path: str | Path) -> Path:
-    """Create a new random 32-byte audit key file (mode 0600); refuses to overwrite one."""
+    """Create a new random 32-byte audit key file (mode 0600); refuses to overwrite one.
+
+    Parameters
+    ----------
+    path : str or Path
+
+    Returns
+    -------
+    Path
+
+    Raises
+    ------
+    FileExistsError
+        A file is there already (a key is never replaced silently).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -185,7 +208,23 @@ def _head_mac(key: bytes, entry_id: int, h: str) -> str:
 
 
 def write_head(entry_id: int, h: str, *, key: bytes, path: Path) -> None:
-    """Anchor the chain head outside the database: ``{"id", "hash", "mac"}`` (atomic rename)."""
+    """Anchor the chain head outside the database: ``{"id", "hash", "mac"}`` (atomic rename).
+
+    Parameters
+    ----------
+    entry_id : int
+        ``audit_log.id`` of the newest entry.
+    h : str
+        Its hash.
+    key : bytes
+        The audit key (the head's MAC).
+    path : Path
+        The head file.
+
+    References
+    ----------
+    RFC 2104 (HMAC).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"id": entry_id, "hash": h, "mac": _head_mac(key, entry_id, h)}) + "\n",
@@ -194,7 +233,22 @@ def write_head(entry_id: int, h: str, *, key: bytes, path: Path) -> None:
 
 
 def read_head(path: Path, key: bytes) -> tuple[int, str]:
-    """The anchored (id, hash); raises :class:`AuditKeyError` when missing or forged."""
+    """The anchored (id, hash) of the head file.
+
+    Parameters
+    ----------
+    path : Path
+    key : bytes
+
+    Returns
+    -------
+    (int, str)
+
+    Raises
+    ------
+    AuditKeyError
+        The file is missing, unreadable, or its MAC does not match (forged, or another key).
+    """
     try:
         d = json.loads(path.read_text(encoding="ascii"))
         entry_id, h, mac = int(d["id"]), str(d["hash"]), str(d["mac"])

@@ -63,9 +63,10 @@ import envcal
 from envcal.analytes import ANALYTES
 from envcal.archive_limits import SEQ_MAX, TS_MAX_US, TS_MIN_US, text_problem
 from envcal.models import Analyzer, ArchiveFile, Channel, Reading, Station
+from envcal.protocols.records import DATA_FLAGS
 
 #: HJ 212-2017 Table 8 flags in the order of their CF ``flag_values`` (0..7).
-FLAG_LETTERS = "NFMSDCTB"
+FLAG_LETTERS = "".join(DATA_FLAGS)
 FLAG_MEANINGS = "normal stopped maintenance manual fault calibration over_range communication_fault"
 QA_MEANINGS = "not_evaluated quality_assured not_quality_assured"
 TIME_UNITS = "seconds since 1970-01-01 00:00:00 UTC"
@@ -304,7 +305,7 @@ def unarchivable(rows: pd.DataFrame) -> dict[int, str]:
     for i in np.nonzero((seq != SEQ_FILL) & ((seq < 0) | (seq > SEQ_MAX)))[0]:
         out.setdefault(int(i), f"seq {int(seq[i])} is outside the archive's range 0..2**53")
     for i in np.nonzero(rows["flag"].to_numpy(np.int8) < 0)[0]:
-        out.setdefault(int(i), "unknown HJ 212 data flag")
+        out.setdefault(int(i), "data flag is not an HJ 212-2017 Table 8 flag")
     for col in CHECK_FIELDS:
         vals = rows[col].to_numpy(dtype=object)
         bad = {v for v in set(vals) if isinstance(v, str) and text_problem(col, v)}

@@ -9,6 +9,8 @@ so what the hot store accepts is exactly what the archive can hold.
 - ``seq``: stored as float64 (CF-1.8 has no int64 type), exact up to 2**53.
 - texts (check id, kind, phase, material): NetCDF-4 strings, joined internally with the
   unit separator; control characters (NUL included) are refused.
+- data flags: the archive's flag variable holds the HJ 212-2017 Table 8 flags only
+  (:data:`envcal.protocols.records.DATA_FLAGS`).
 
 References
 ----------
@@ -22,6 +24,8 @@ import datetime as dt
 import re
 from collections.abc import Iterable
 
+from envcal.protocols.records import DATA_FLAGS
+
 #: Earliest reading time the archive holds (inclusive) [UTC].
 TS_MIN = dt.datetime(1678, 1, 1, tzinfo=dt.UTC)
 #: Latest reading time the archive holds (exclusive) [UTC].
@@ -33,6 +37,28 @@ TS_MAX_US = int((TS_MAX - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)).total_seconds(
 SEQ_MAX = 2**53
 #: Characters never allowed in an archived text (C0 controls and DEL).
 TEXT_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def flag_problem(analyte: str, flag: str) -> str | None:
+    """Why ``flag`` cannot be archived for ``analyte``, or None.
+
+    Parameters
+    ----------
+    analyte : str
+    flag : str
+
+    Returns
+    -------
+    str or None
+
+    References
+    ----------
+    HJ 212-2017 clause 6.6.4, Table 8.
+    """
+    if flag in DATA_FLAGS:
+        return None
+    return (f"data flag {flag[:8]!r} of {analyte} is not an HJ 212-2017 Table 8 flag "
+            f"({' '.join(DATA_FLAGS)})")
 
 
 def text_problem(name: str, value: str | None) -> str | None:

@@ -31,11 +31,11 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from envcal.archive_limits import reading_problem, text_problem
+from envcal.archive_limits import flag_problem, reading_problem, text_problem
 from envcal.conflicts import reading_conflicts, store_conflicts, summary_conflicts
 from envcal.dead_letters import delivery_key, store_dead_letters
 from envcal.protocols import json_v1
-from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
+from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, DATA_FLAGS, ProtocolError
 from envcal.registry import AnalyzerSpec, Registry
 
 log = logging.getLogger("envcal.ingest")
@@ -406,8 +406,8 @@ class IngestCore:
                     raise Rejected(f"unknown analyte {analyte!r} for analyzer {aid!r} "
                                    f"(channels: {', '.join(sorted(channels))})")
                 flag = flags.get(analyte, "N") if flags else "N"
-                if len(flag) > _MAXLEN["flag"]:
-                    raise Rejected(f"invalid data flag {flag!r} for {analyte}")
+                if flag not in DATA_FLAGS:  # the archive holds only these (envcal.archive_limits)
+                    raise Rejected(flag_problem(analyte, flag))
                 # positional, in _READING_COLS order
                 rows.append((aid, analyte, ts, value, flag, seq, cid, ckind, cphase, mat, now))
             if seq is not None:

@@ -39,3 +39,17 @@ def test_archive_limits_edges():
     assert reading_problem(TS_MAX - dt.timedelta(microseconds=1), 0) is None
     assert reading_problem(TS_MIN, SEQ_MAX + 1) is not None
     assert reading_problem(TS_MIN, None, [("check id", "ok-id")]) is None
+
+
+def test_ingest_refuses_hj212_flag_the_archive_cannot_hold(sqlite_engine, registry):
+    from envcal.protocols import hj212
+
+    sync_registry(sqlite_engine, registry)
+    t = _now() - dt.timedelta(hours=1)
+    frame = hj212.encode_frame(cn="2011", mn="33040000000001", data_time=t,
+                               cp={"a21026-Rtd": 22.5, "a21026-Flag": "P"})
+    r = IngestCore(sqlite_engine, registry).ingest([("envcal/ZJ-JX-PP01/JX-PP01-CEMS/hj212", frame)])
+    assert (r.rows, r.dead_letters) == (0, 1)
+    with sqlite_engine.connect() as conn:
+        reason = conn.execute(sa.text("select reason from dead_letter")).scalar_one()
+    assert "'P'" in reason and "Table 8" in reason

@@ -10,6 +10,9 @@ What the generated files enforce (DESIGN.md section 4, topics):
 - envcal's own account (default ``envcal``) and each extra worker account (``workers``)
   subscribe to ``envcal/#`` (shared subscriptions included) and are the only ones that may
   publish ``envcal/alerts/#`` and ``envcal/results/#``;
+- each gateway account (``gateways``: the HJ 212 TCP gateway) may publish ``hj212`` and
+  ``status`` for any station's analyzers (it forwards what DAUs send over TCP) and use
+  ``envcal/gateway/#``;
 - the client id is the account name (``use_username_as_clientid true``): no client can
   connect under another account's client id, so none can take over another's session
   (e.g. ingest's persistent session with its queued readings). One connection per account:
@@ -47,6 +50,8 @@ from envcal.registry import Registry
 SERVICE_USER = "envcal"
 #: Topic levels under ``envcal/`` that belong to envcal, never to a station.
 RESERVED_LEVELS = ("alerts", "results")
+#: The HJ 212 gateway's own topic level (``envcal/gateway/...``: status, control).
+GATEWAY_LEVEL = "gateway"
 #: Largest message the generated broker configuration accepts [bytes] (ingest's own
 #: limit, :data:`envcal.ingest.MAX_PAYLOAD`, plus room for the MQTT header).
 MESSAGE_SIZE_LIMIT = 65536 + 1024
@@ -137,16 +142,16 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def accounts(registry: Registry, service_user: str = SERVICE_USER,
-             workers: tuple[str, ...] = ()) -> list[str]:
-    """MQTT user names for a registry: envcal's account, its worker accounts, then one per
-    station (sorted)."""
-    service = [service_user, *workers]
+             workers: tuple[str, ...] = (), gateways: tuple[str, ...] = ()) -> list[str]:
+    """MQTT user names for a registry: envcal's account, its worker accounts, gateway
+    accounts, then one per station (sorted)."""
+    service = [service_user, *workers, *gateways]
     if len(set(service)) != len(service):
-        raise SecurityConfigError(f"worker accounts must differ from each other and from "
-                                  f"{service_user!r}")
+        raise SecurityConfigError(f"worker and gateway accounts must differ from each other "
+                                  f"and from {service_user!r}")
     names = [*service, *sorted(registry.stations)]
     for sid in registry.stations:
-        if sid in RESERVED_LEVELS:
+        if sid in (*RESERVED_LEVELS, GATEWAY_LEVEL):
             raise SecurityConfigError(f"station id {sid!r} collides with envcal's own topic "
                                       f"envcal/{sid}/#; rename the station")
         if sid in service:
@@ -156,7 +161,8 @@ def accounts(registry: Registry, service_user: str = SERVICE_USER,
 
 def ensure_credentials(registry: Registry, secrets_path: str | Path, *,
                        service_user: str = SERVICE_USER,
-                       workers: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
+                       workers: tuple[str, ...] = (),
+                       gateways: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
     """Passwords for every account: read from ``secrets_path``, missing ones generated.
 
     Generated passwords are appended to the secrets file (rewritten with mode 0600), so
@@ -169,7 +175,7 @@ def ensure_credentials(registry: Registry, secrets_path: str | Path, *,
     path = Path(secrets_path)
     creds = read_secrets(path) if path.exists() else {}
     generated = []
-    for user in accounts(registry, service_user, workers):
+    for user in accounts(registry, service_user, workers, gateways):
         if user not in creds:
             creds[user] = secrets.token_urlsafe(24)
             generated.append(user)
@@ -190,7 +196,8 @@ def passwd_text(credentials: Mapping[str, str]) -> str:
 
 # --------------------------------------------------------------------------- ACL
 def acl_text(registry: Registry, *, service_user: str = SERVICE_USER,
-             readers: tuple[str, ...] = (), workers: tuple[str, ...] = ()) -> str:
+             readers: tuple[str, ...] = (), workers: tuple[str, ...] = (),
+             gateways: tuple[str, ...] = ()) -> str:
     """A Mosquitto ``acl_file`` derived from the registry.
 
     Parameters
@@ -204,6 +211,9 @@ def acl_text(registry: Registry, *, service_user: str = SERVICE_USER,
     workers : tuple of str
         Extra service accounts with the rights of ``service_user`` (one per ingest worker
         of a group: the client id is the account name).
+    gateways : tuple of str
+        HJ 212 gateway accounts: publish ``envcal/+/+/hj212`` and ``.../status``, read and
+        write ``envcal/gateway/#``.
 
     Returns
     -------
@@ -211,12 +221,15 @@ def acl_text(registry: Registry, *, service_user: str = SERVICE_USER,
     """
     from envcal.ingest import TOPIC_KINDS
 
-    accounts(registry, service_user, workers)
+    accounts(registry, service_user, workers, gateways)
     lines = ["# generated by `envcal mqtt acl` from the station registry; do not edit by hand",
              "# (no top-level topic lines: anonymous/unknown users get nothing)"]
     for svc in (service_user, *workers):
         lines += ["", f"user {svc}", "topic read envcal/#"]
         lines += [f"topic write envcal/{lvl}/#" for lvl in RESERVED_LEVELS]
+    for g in gateways:
+        lines += ["", f"user {g}", "topic write envcal/+/+/hj212", "topic write envcal/+/+/status",
+                  f"topic readwrite envcal/{GATEWAY_LEVEL}/#"]
     for r in readers:
         lines += ["", f"user {r}"] + [f"topic read envcal/{lvl}/#" for lvl in RESERVED_LEVELS]
     for sid in sorted(registry.stations):
@@ -296,7 +309,8 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
                           service_user: str = SERVICE_USER, readers: tuple[str, ...] = (),
                           tls: TlsFiles | None = None, tls_port: int = 8883,
                           tls_host: str | None = None,
-                          workers: tuple[str, ...] = ()) -> SecurityFiles:
+                          workers: tuple[str, ...] = (),
+                          gateways: tuple[str, ...] = ()) -> SecurityFiles:
     """Write ``acl``, ``passwd`` and ``mosquitto.conf`` for a registry into ``out_dir``.
 
     Parameters
@@ -306,7 +320,7 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
     secrets_path : str or Path, optional
         ``USER=PASSWORD`` file; missing accounts get generated passwords appended.
         Default ``out_dir/secrets.env``.
-    service_user, readers, workers, tls, tls_port, tls_host
+    service_user, readers, workers, gateways, tls, tls_port, tls_host
         See :func:`acl_text` and :func:`conf_snippet`.
 
     Returns
@@ -316,14 +330,15 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sp = Path(secrets_path) if secrets_path is not None else out / "secrets.env"
-    creds, generated = ensure_credentials(registry, sp, service_user=service_user, workers=workers)
+    creds, generated = ensure_credentials(registry, sp, service_user=service_user, workers=workers,
+                                          gateways=gateways)
     for r in readers:
         if r not in creds:
             raise SecurityConfigError(f"reader account {r!r} has no password in {sp}")
-    wanted = {u: creds[u] for u in [*accounts(registry, service_user, workers), *readers]}
+    wanted = {u: creds[u] for u in [*accounts(registry, service_user, workers, gateways), *readers]}
     acl = out / "acl"
-    acl.write_text(acl_text(registry, service_user=service_user, readers=readers, workers=workers),
-                   encoding="utf-8")
+    acl.write_text(acl_text(registry, service_user=service_user, readers=readers, workers=workers,
+                            gateways=gateways), encoding="utf-8")
     passwd = out / "passwd"
     _write_private(passwd, passwd_text(wanted))
     conf = out / "mosquitto.conf"

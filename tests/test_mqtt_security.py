@@ -34,6 +34,7 @@ from envcal.registry import StationSpec, sync_registry
 OWN = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"  # station ZJ-NB-PP02's analyzer
 OTHER = "envcal/ZJ-HZ-AQ01/HZ-AQ01-PM/data"  # another station's analyzer
 NOT_AUTHORIZED = 0x87
+ACCEPTED = (0, 0x10)  # success / no matching subscribers
 
 
 # --------------------------------------------------------------------------- helpers
@@ -372,11 +373,31 @@ def _intruder(broker, user: str, password: str, client_id: str) -> mqtt.Client:
 
 
 def test_broker_config_binds_client_ids_and_limits_messages(tmp_path):
-    conf, _ = _acl_cli(tmp_path, "--worker", "envcal-2")
+    conf, creds = _acl_cli(tmp_path, "--worker", "envcal-2", "--gateway", "gw1")
     assert "use_username_as_clientid true" in conf
     assert "message_size_limit 66560" in conf
     acl = (tmp_path / "sec" / "acl").read_text()
     assert "user envcal-2\ntopic read envcal/#" in acl
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf).start()
+    gw = Client(broker.host, broker.port, "gw1", creds["gw1"])
+    svc = Client(broker.host, broker.port, "envcal", creds["envcal"])
+    hj = "envcal/ZJ-JX-PP01/JX-PP01-CEMS/hj212"
+    try:  # the gateway forwards HJ 212 frames for any station, nothing else
+        assert svc.subscribe("envcal/#") == [1]
+        assert gw.publish("envcal/gateway/status") in ACCEPTED
+        assert gw.publish(OWN) == NOT_AUTHORIZED
+        assert gw.publish("envcal/alerts/ZJ-JX-PP01/JX-PP01-CEMS") == NOT_AUTHORIZED
+        big = Client(broker.host, broker.port, "ZJ-JX-PP01", creds["ZJ-JX-PP01"])
+        big.c.publish(hj, b"y" * 70_000, qos=1)  # over message_size_limit: the broker drops it
+        time.sleep(0.5)
+        big.close()
+        assert gw.publish(hj, b"small") in ACCEPTED
+        assert _wait(lambda: (hj, b"small") in svc.received)
+        assert [p for t, p in svc.received if t == hj] == [b"small"]
+    finally:
+        gw.close()
+        svc.close()
+        broker.stop()
 
 
 def test_broker_station_cannot_take_over_ingest_session(tmp_path, sqlite_url):

@@ -26,6 +26,9 @@ def register(app: typer.Typer) -> None:
                                          help="Extra service account for one more ingest worker of a "
                                          "group (same rights as --service-user; the broker binds the "
                                          "client id to the account, so each worker needs its own)."),
+        gateway: list[str] = typer.Option(None, "--gateway",
+                                          help="Account of an HJ 212 gateway (publishes hj212 and status "
+                                          "for the stations' analyzers, uses envcal/gateway/#)."),
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate (PEM): "
                                              "adds a TLS listener."),
         tls_key: Path | None = typer.Option(None, "--tls-key", help="Server private key (PEM)."),
@@ -57,13 +60,14 @@ def register(app: typer.Typer) -> None:
         try:
             files = write_broker_security(reg, out, secrets_path=secrets, service_user=service_user,
                                           readers=tuple(reader or ()), tls=tls, tls_port=tls_port,
-                                          workers=tuple(worker or ()))
+                                          workers=tuple(worker or ()), gateways=tuple(gateway or ()))
         except (SecurityConfigError, OSError) as exc:
             typer.echo(f"mqtt acl: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"wrote {files.acl}, {files.passwd}, {files.conf} for {len(files.users)} accounts "
                    f"({len(reg.stations)} stations + {service_user}"
                    + (f" + {len(worker)} workers" if worker else "")
+                   + (f" + {len(gateway)} gateways" if gateway else "")
                    + (f" + {len(reader)} readers" if reader else "") + ")")
         if files.generated:
             typer.echo(f"generated passwords for {len(files.generated)} accounts into {files.secrets} "

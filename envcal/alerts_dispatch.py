@@ -72,6 +72,18 @@ def check_webhook_url(url: str) -> str:
     return url
 
 
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is not followed: the 3xx answer becomes an ``HTTPError`` (the target the
+    operator configured is the only one an alert is posted to)."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib hook
+        return None
+
+
+#: urllib opener of the webhook POSTs: redirects refused.
+_OPENER = urllib.request.build_opener(_RefuseRedirects)
+
+
 class WebhookDispatcher:
     """POSTs pending :class:`WebhookDelivery` rows from a daemon thread.
 
@@ -194,11 +206,13 @@ class WebhookDispatcher:
         req = urllib.request.Request(url, data=body, method="POST",
                                      headers={"Content-Type": "application/json"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+            with _OPENER.open(req, timeout=self.timeout_s) as resp:
                 if 200 <= resp.status < 300:
                     return None
                 return f"HTTP {resp.status}"
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                return f"HTTP {exc.code}: redirect refused (webhook redirects are not followed)"
             return f"HTTP {exc.code}"
         except Exception as exc:  # noqa: BLE001 - any failure is a retry with its reason
             return f"{exc.__class__.__name__}: {exc}"

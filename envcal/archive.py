@@ -61,10 +61,12 @@ from sqlalchemy.engine import Connection, Engine
 
 import envcal
 from envcal.analytes import ANALYTES
+from envcal.archive_limits import SEQ_MAX, TS_MAX_US, TS_MIN_US, text_problem
 from envcal.models import Analyzer, ArchiveFile, Channel, Reading, Station
+from envcal.protocols.records import DATA_FLAGS
 
 #: HJ 212-2017 Table 8 flags in the order of their CF ``flag_values`` (0..7).
-FLAG_LETTERS = "NFMSDCTB"
+FLAG_LETTERS = "".join(DATA_FLAGS)
 FLAG_MEANINGS = "normal stopped maintenance manual fault calibration over_range communication_fault"
 QA_MEANINGS = "not_evaluated quality_assured not_quality_assured"
 TIME_UNITS = "seconds since 1970-01-01 00:00:00 UTC"
@@ -226,8 +228,10 @@ def _has_qa_column() -> bool:
 
 
 def _fetch_hot(conn: Connection, station: str, t0: dt.datetime, t1: dt.datetime,
-               analyzer: str | None = None, analyte: str | None = None) -> pd.DataFrame:
-    """Hot-store rows of a station in [t0, t1): one query, columns into numpy."""
+               analyzer: str | None = None, analyte: str | None = None,
+               keep_bad_flags: bool = False) -> pd.DataFrame:
+    """Hot-store rows of a station in [t0, t1): one query, columns into numpy (an unknown
+    flag raises, or with ``keep_bad_flags`` is kept as code -1 for :func:`unarchivable`)."""
     r = Reading.__table__.c
     if conn.dialect.name == "sqlite":
         ts_col = sa.type_coerce(r.ts, sa.String)
@@ -259,7 +263,7 @@ def _fetch_hot(conn: Connection, station: str, t0: dt.datetime, t1: dt.datetime,
         t_us = np.array(c[3], dtype=np.int64)
     flags = np.array(c[5], dtype=object)
     codes = np.fromiter((_FLAG_CODE.get(f, -1) for f in flags), dtype=np.int8, count=n)
-    if (codes < 0).any():
+    if (codes < 0).any() and not keep_bad_flags:
         bad = sorted({str(f) for f in flags[codes < 0]})
         raise ArchiveError(f"station {station}: unknown HJ 212 data flag(s) {bad} in the hot store")
     seq = np.array([SEQ_FILL if s is None else s for s in c[6]], dtype=np.int64)
@@ -274,6 +278,40 @@ def _fetch_hot(conn: Connection, station: str, t0: dt.datetime, t1: dt.datetime,
         **{name: _norm_str(np.array(c[7 + i], dtype=object)) for i, name in enumerate(CHECK_FIELDS)},
         "id": np.array(c[0], dtype=np.int64)})
     return df
+
+
+def unarchivable(rows: pd.DataFrame) -> dict[int, str]:
+    """Rows the archive cannot hold (:mod:`envcal.archive_limits`), by position, with why.
+
+    Parameters
+    ----------
+    rows : pandas.DataFrame
+        Hot-store rows (:data:`ROW_COLUMNS`; unknown flags as code -1).
+
+    Returns
+    -------
+    dict of int to str
+        Row position -> reason; empty when every row can be archived.
+
+    References
+    ----------
+    CF Conventions 1.8, section 2.2; HJ 212-2017 Table 8 (data flags).
+    """
+    out: dict[int, str] = {}
+    t_us = rows["t_us"].to_numpy(np.int64)
+    for i in np.nonzero((t_us < TS_MIN_US) | (t_us >= TS_MAX_US))[0]:
+        out[int(i)] = "timestamp outside the archive's range 1678..2262"
+    seq = rows["seq"].to_numpy(np.int64)
+    for i in np.nonzero((seq != SEQ_FILL) & ((seq < 0) | (seq > SEQ_MAX)))[0]:
+        out.setdefault(int(i), f"seq {int(seq[i])} is outside the archive's range 0..2**53")
+    for i in np.nonzero(rows["flag"].to_numpy(np.int8) < 0)[0]:
+        out.setdefault(int(i), "data flag is not an HJ 212-2017 Table 8 flag")
+    for col in CHECK_FIELDS:
+        vals = rows[col].to_numpy(dtype=object)
+        bad = {v for v in set(vals) if isinstance(v, str) and text_problem(col, v)}
+        for i in np.nonzero([v in bad for v in vals])[0] if bad else ():
+            out.setdefault(int(i), text_problem(col, vals[i]))
+    return out
 
 
 def _norm_str(a: np.ndarray) -> np.ndarray:
@@ -605,6 +643,8 @@ class DayResult:
     n_times: int = 0
     path: str = ""
     error: str = ""
+    #: hot-store rows the archive cannot hold, moved to the dead-letter table: "id N: why"
+    set_aside: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -629,6 +669,8 @@ class CompactReport:
             else:
                 out.append(f"{d.station} {d.day}: {d.action} {d.path} ({d.n_values} values, "
                            f"{d.n_times} times; {d.rows_deleted} hot rows deleted)")
+            out += [f"{d.station} {d.day}: SET ASIDE reading {why} (moved to dead letters)"
+                    for why in d.set_aside]
         out.append(f"{len(self.days) - len(self.errors)} station-days archived, "
                    f"{self.rows_deleted} hot rows deleted, {len(self.errors)} errors")
         return out
@@ -666,6 +708,40 @@ def _record_and_delete(engine: Engine, station: str, day: dt.date, rel: str, sha
             conn.execute(r.delete().where(r.c.id.in_(chunk)))
 
 
+def _set_aside(engine: Engine, rows: pd.DataFrame, reasons: list[str]) -> list[str]:
+    """Move hot-store rows the archive cannot hold to the dead-letter table (one transaction).
+
+    Returns one ``"id N (analyzer analyte): why"`` per row.
+    """
+    import json
+
+    from envcal.dead_letters import store_dead_letters
+    from envcal.models import DeadLetter
+
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = dt.datetime.now(dt.UTC)
+    out, dead = [], []
+    for (_, r), why in zip(rows.iterrows(), reasons, strict=True):
+        desc = f"id {int(r['id'])} ({r['analyzer']} {r['analyte']})"
+        out.append(f"{desc}: {why}")
+        body = {"id": int(r["id"]), "analyzer_id": r["analyzer"], "analyte": r["analyte"],
+                "t_us": int(r["t_us"]), "value": None if np.isnan(r["value"]) else float(r["value"]),
+                "flag_code": int(r["flag"]), "seq": None if r["seq"] == SEQ_FILL else int(r["seq"]),
+                **{c: r[c] for c in CHECK_FIELDS}}
+        dead.append({"received_at": now, "topic": "envcal archive compact",
+                     "payload": json.dumps(body, ensure_ascii=True).encode(),
+                     "reason": f"compaction: hot-store reading {desc} cannot be archived: {why}",
+                     "analyzer_id": r["analyzer"], "mqtt_mid": None, "delivery_key": None})
+    t = Reading.__table__
+    with engine.begin() as conn:
+        store_dead_letters(conn, insert, DeadLetter.__table__, dead, [False] * len(dead))
+        conn.execute(t.delete().where(t.c.id.in_([int(x) for x in rows["id"]])))
+    return out
+
+
 def compact_day(engine: Engine, archive_dir: str | Path, station: str, day: dt.date,
                 registry=None) -> DayResult:
     """Move one station-day from the hot store into its archive file.
@@ -696,11 +772,15 @@ def compact_day(engine: Engine, archive_dir: str | Path, station: str, day: dt.d
     target = archive_path(archive_dir, station, day)
     rel = target.relative_to(Path(archive_dir)).as_posix()
     with engine.connect() as conn:
-        hot = _fetch_hot(conn, station, t0, t1)
+        hot = _fetch_hot(conn, station, t0, t1, keep_bad_flags=True)
         meta = _meta(conn, station, registry)
     res = DayResult(station, day, "written", path=rel)
+    bad = unarchivable(hot)
+    if bad:  # one bad row must not keep the day's good rows in the hot store forever
+        res.set_aside = _set_aside(engine, hot.iloc[sorted(bad)], [bad[i] for i in sorted(bad)])
+        hot = hot.drop(index=hot.index[sorted(bad)]).reset_index(drop=True)
     if len(hot) == 0:
-        res.action = "nothing"
+        res.action = "set_aside" if res.set_aside else "nothing"
         return res
     if target.exists():
         old = read_file_rows(target)

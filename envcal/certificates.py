@@ -20,8 +20,15 @@ each naming its field):
   (``ug``) of PM2.5 / PM10 / dust collected on the membrane;
 - value > 0, except a ``zero_material`` (value = certified residual content, usually 0);
   U > 0, k > 0; issued < expires; at least one value unless ``zero_material``;
-- the attachment (the certificate's PDF) is at most ``max_attachment_bytes`` (default 10 MiB,
-  setting ``ENVCAL_MAX_ATTACHMENT_BYTES``), starts with ``%PDF-`` and ends with ``%%EOF``; it
+- numbers are finite (``NaN``/``Infinity`` and overflowing literals such as ``1e999`` are
+  refused); the file is at most :data:`MAX_CERTIFICATE_BYTES`, nested at most
+  :data:`MAX_DEPTH` levels, and has no duplicate key; ``id`` and ``lot`` use only
+  :data:`ID_PATTERN` (letters, digits, ``( ) . _ + -``);
+- the attachment (the certificate's PDF) is a relative name resolved inside the
+  certificate's folder (or the explicit attachments folder): no absolute path, no ``..``, no
+  symbolic link leading out; error messages name only the attachment as written. It is at
+  most ``max_attachment_bytes`` (default 10 MiB, setting ``ENVCAL_MAX_ATTACHMENT_BYTES``),
+  starts with ``%PDF-``, ends with ``%%EOF`` and is parsed by pypdf (at least one page); it
   is stored content-addressed by SHA-256.
 
 Versions: importing identical content again changes nothing; changed content for an existing
@@ -50,7 +57,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import io
 import json
+import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -77,6 +87,12 @@ from envcal.validation import error_message, loc_path
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "reference_materials" / "schema.json"
 #: Default attachment size limit [bytes].
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+#: Largest certificate JSON file [bytes].
+MAX_CERTIFICATE_BYTES = 256 * 1024
+#: Deepest nesting of arrays and objects in a certificate file (a valid one needs 3).
+MAX_DEPTH = 16
+#: Characters of a certificate ``id`` and ``lot`` (also in reference_materials/schema.json).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9()._+-]*$"
 #: A channel analyte -> certificate analytes that may serve it, in order of preference.
 ALIASES: dict[str, tuple[str, ...]] = {"NOx": ("NOx", "NO2", "NO")}
 
@@ -108,21 +124,21 @@ class CertifiedValueDoc(_Strict):
     """One certified value: ``value`` and expanded uncertainty ``U`` in ``unit``, coverage ``k``."""
 
     analyte: str = Field(min_length=1, max_length=32)
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, allow_inf_nan=False)
     unit: str = Field(min_length=1, max_length=32)
-    U: float = Field(gt=0)
-    k: float = Field(gt=0)
+    U: float = Field(gt=0, allow_inf_nan=False)
+    k: float = Field(gt=0, allow_inf_nan=False)
 
 
 class CertificateDoc(_Strict):
     """A CRM certificate file; mirrors ``reference_materials/schema.json``."""
 
-    id: str = Field(min_length=1, max_length=128)
+    id: str = Field(min_length=1, max_length=128, pattern=ID_PATTERN)
     crm_code: str = Field(min_length=1, max_length=64)
     name: str = Field(min_length=1)
     kind: Kind
     producer: str = Field(min_length=1)
-    lot: str = Field(min_length=1, max_length=64)
+    lot: str = Field(min_length=1, max_length=64, pattern=ID_PATTERN)
     matrix: str | None = None
     issued: dt.date
     expires: dt.date
@@ -222,6 +238,87 @@ def _semantic_problems(data: dict, molar_volume: float) -> list[str]:
     return out
 
 
+def _depth(text: str) -> int:
+    """Deepest nesting of ``[``/``{`` outside JSON strings (no recursion, any input)."""
+    depth = deepest = 0
+    in_str = esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+        elif ch == '"':
+            in_str = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict:
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            raise ValueError(f"duplicate key {k!r}")
+        out[k] = v
+    return out
+
+
+def _refuse_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a number a certificate may hold (finite numbers only)")
+
+
+def _finite(text: str) -> float:
+    v = float(text)
+    if not math.isfinite(v):
+        raise ValueError(f"{text[:20]} overflows to infinity (finite numbers only)")
+    return v
+
+
+def parse_certificate_json(raw: bytes) -> tuple[str, Any]:
+    """Decode a certificate file strictly: size, depth, duplicate keys, finite numbers.
+
+    Parameters
+    ----------
+    raw : bytes
+        The file content (UTF-8, a BOM allowed).
+
+    Returns
+    -------
+    (str, object)
+        The text and the decoded JSON.
+
+    Raises
+    ------
+    ValueError
+        One sentence saying what is wrong (never a traceback-worthy error).
+
+    References
+    ----------
+    RFC 8259 §4 (names within an object should be unique), §6 (Infinity and NaN are not
+    permitted).
+    """
+    if len(raw) > MAX_CERTIFICATE_BYTES:
+        raise ValueError(f"{len(raw)} bytes, over the limit of {MAX_CERTIFICATE_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
+    try:
+        data = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_refuse_constant,
+                          parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+    return text, data
+
+
 @dataclass(frozen=True)
 class _Pdf:
     filename: str
@@ -257,7 +354,29 @@ def check_pdf(data: bytes, name: str, *, field_name: str = "attachment",
         out.append(f"{field_name}: {name} is not a PDF (no %PDF- header)")
     elif b"%%EOF" not in data[-1024:]:
         out.append(f"{field_name}: {name} is not a complete PDF (no %%EOF at the end)")
+    else:
+        problem = _parse_pdf(data)
+        if problem:
+            out.append(f"{field_name}: {name} is not a readable PDF ({problem})")
     return out
+
+
+def _parse_pdf(data: bytes) -> str | None:
+    """Why pypdf cannot read ``data`` as a PDF with at least one page, or None."""
+    import pypdf
+
+    pdf_log = logging.getLogger("pypdf")
+    level = pdf_log.level
+    pdf_log.setLevel(logging.ERROR)  # pypdf warns about every repaired detail
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if len(reader.pages) < 1:
+            return "no pages"
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on malformed input; the reason is returned
+        return f"{exc.__class__.__name__}: {str(exc)[:120]}"
+    finally:
+        pdf_log.setLevel(level)
+    return None
 
 
 def max_attachment_bytes() -> int:
@@ -278,7 +397,7 @@ def read_pdf(source: Path | bytes, name: str | None = None, *, field_name: str =
         path = Path(source)
         name = name or path.name
         if not path.is_file():
-            return None, [f"{field_name}: file {str(path)!r} not found"]
+            return None, [f"{field_name}: file {name!r} not found"]
         size = path.stat().st_size
         if size > limit:
             return None, [f"{field_name}: {name} is {size} bytes, over the limit of {limit} bytes"]
@@ -308,9 +427,39 @@ class ValidatedCertificate:
     content_sha256: str
 
 
+def resolve_attachment(name: str, folder: Path) -> tuple[Path | None, str | None]:
+    """The attachment file ``name`` inside ``folder``, or (None, why not).
+
+    Parameters
+    ----------
+    name : str
+        The certificate's ``attachment`` as written: a relative path.
+    folder : Path
+        The certificate's folder, or the explicit attachments folder.
+
+    Returns
+    -------
+    (Path or None, str or None)
+        The resolved file, or a problem that names only ``name`` (never another path, and
+        not whether a file outside ``folder`` exists).
+    """
+    p = Path(name)
+    if not name or "\x00" in name or p.is_absolute() or ".." in p.parts or name.startswith("~"):
+        return None, (f"attachment: {name!r} must be a file name inside the certificate's folder "
+                      "(no absolute path, no '..')")
+    base = folder.resolve()
+    target = (base / p).resolve()
+    if not target.is_relative_to(base):  # a symbolic link leading out of the folder
+        return None, f"attachment: {name!r} leads outside the certificate's folder"
+    if not target.is_file():
+        return None, f"attachment: file {name!r} not found in the certificate's folder"
+    return target, None
+
+
 def validate_certificate(source: str | Path | bytes, *, attachment: Path | bytes | None = None,
                          molar_volume: float = MOLAR_VOLUME_HJ,
-                         max_bytes: int | None = None) -> ValidatedCertificate:
+                         max_bytes: int | None = None,
+                         attachments_dir: Path | None = None) -> ValidatedCertificate:
     """Validate a certificate file (schema, units, values, dates, attachment); store nothing.
 
     Parameters
@@ -323,6 +472,8 @@ def validate_certificate(source: str | Path | bytes, *, attachment: Path | bytes
         [L/mol] used to check that gas units convert to mg/m3.
     max_bytes : int, optional
         Attachment size limit [bytes].
+    attachments_dir : Path, optional
+        Folder the ``attachment`` name is resolved in, instead of the certificate's folder.
 
     Returns
     -------
@@ -345,13 +496,17 @@ def validate_certificate(source: str | Path | bytes, *, attachment: Path | bytes
         path = Path(source)
         label, base_dir = str(path), path.parent
         try:
+            if path.stat().st_size > MAX_CERTIFICATE_BYTES:
+                raise CertificateError(f"{path.stat().st_size} bytes, over the limit of "
+                                       f"{MAX_CERTIFICATE_BYTES} bytes", label)
             raw = path.read_bytes()
         except OSError as exc:
             raise CertificateError(f"cannot read file: {exc.strerror}", label) from None
+    if attachments_dir is not None:
+        base_dir = Path(attachments_dir)
     try:
-        text = raw.decode("utf-8-sig")
-        data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text, data = parse_certificate_json(raw)
+    except ValueError as exc:
         raise CertificateError(f"not valid JSON: {exc}", label) from None
     if not isinstance(data, dict):
         raise CertificateError("not a certificate: the JSON must be an object", label)
@@ -367,8 +522,12 @@ def validate_certificate(source: str | Path | bytes, *, attachment: Path | bytes
         if base_dir is None:
             problems.append(f"attachment: names {name!r} but no attachment was provided")
         else:
-            pdf, p = read_pdf(base_dir / name, name, max_bytes=max_bytes)
-            problems += p
+            target, why = resolve_attachment(name, base_dir)
+            if why is not None:
+                problems.append(why)
+            else:
+                pdf, p = read_pdf(target, name, max_bytes=max_bytes)
+                problems += p
     if problems:
         raise CertificateError(problems, label)
     doc = CertificateDoc.model_validate_json(text)
@@ -397,7 +556,8 @@ def _versions(session: Session, cert_id: str) -> list[Certificate]:
 def import_certificate(engine: Engine, path_or_bytes: str | Path | bytes, *,
                        attachment: Path | bytes | None = None, actor: str = "cli",
                        molar_volume: float = MOLAR_VOLUME_HJ,
-                       max_bytes: int | None = None) -> ImportOutcome:
+                       max_bytes: int | None = None,
+                       attachments_dir: Path | None = None) -> ImportOutcome:
     """Validate and store one CRM certificate (all or nothing, one transaction).
 
     Parameters
@@ -413,6 +573,8 @@ def import_certificate(engine: Engine, path_or_bytes: str | Path | bytes, *,
         [L/mol], for the gas unit check.
     max_bytes : int, optional
         Attachment size limit [bytes] (default 10 MiB or ``ENVCAL_MAX_ATTACHMENT_BYTES``).
+    attachments_dir : Path, optional
+        Folder the ``attachment`` name is resolved in (default: the certificate's folder).
 
     Returns
     -------
@@ -426,7 +588,7 @@ def import_certificate(engine: Engine, path_or_bytes: str | Path | bytes, *,
         Every problem with the file; nothing is stored.
     """
     v = validate_certificate(path_or_bytes, attachment=attachment, molar_volume=molar_volume,
-                             max_bytes=max_bytes)
+                             max_bytes=max_bytes, attachments_dir=attachments_dir)
     try:
         return _store_certificate(engine, v, actor)
     except sa.exc.IntegrityError:

@@ -14,6 +14,14 @@ none, so it gets one: ``delivery_key = sha256(receiving client, packet id, topic
 - Without a packet id (QoS 0, :meth:`envcal.ingest.IngestCore.ingest`) the key is NULL and
   never collides.
 
+Bounded storage: a dead letter keeps the first :data:`PAYLOAD_PREFIX` bytes of the payload
+plus the whole payload's size and SHA-256 (``payload_size``, ``payload_sha256``), so a
+flood of oversized messages cannot fill the database while each message stays identifiable.
+
+Retained messages: a broker hands a retained message to every new subscription (RETAIN
+flag set, MQTT 5.0 §3.3.1.3), i.e. at every reconnect of a clean session or subscribe. A
+retained delivery whose topic and payload hash are already dead-lettered inserts nothing.
+
 Limitation: a broker that hands an unacknowledged message of an *expired* session to
 another member of a shared-subscription group (MQTT 5.0 §4.8.2 allows it; Mosquitto keeps
 it in the session) uses another client and packet id: that copy is a second row.
@@ -29,6 +37,33 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+
+#: Bytes of a dead letter's payload kept in the table [bytes].
+PAYLOAD_PREFIX = 4096
+
+
+def bounded_payload(payload: bytes, limit: int = PAYLOAD_PREFIX) -> dict:
+    """The stored form of a dead letter's payload: a prefix, the size and the SHA-256.
+
+    Parameters
+    ----------
+    payload : bytes
+        The whole received payload.
+    limit : int, default PAYLOAD_PREFIX
+        Bytes kept [bytes].
+
+    Returns
+    -------
+    dict
+        ``payload`` (at most ``limit`` bytes), ``payload_size`` [bytes], ``payload_sha256``.
+
+    References
+    ----------
+    FIPS 180-4 (SHA-256).
+    """
+    b = bytes(payload)
+    return {"payload": b[:limit], "payload_size": len(b),
+            "payload_sha256": hashlib.sha256(b).hexdigest()}
 
 
 def delivery_key(receiver: str, mid: int | None, topic: str, payload: bytes) -> str | None:
@@ -64,7 +99,7 @@ def delivery_key(receiver: str, mid: int | None, topic: str, payload: bytes) -> 
 
 
 def store_dead_letters(conn: sa.Connection, insert, table: sa.Table, rows: Sequence[dict],
-                       redelivered: Sequence[bool]) -> int:
+                       redelivered: Sequence[bool], retained: Sequence[bool] | None = None) -> int:
     """Insert dead-letter rows exactly once per MQTT delivery.
 
     Parameters
@@ -79,6 +114,14 @@ def store_dead_letters(conn: sa.Connection, insert, table: sa.Table, rows: Seque
         Column values, ``delivery_key`` included (may be None).
     redelivered : sequence of bool
         The MQTT DUP flag of each row's message.
+    retained : sequence of bool, optional
+        The MQTT RETAIN flag of each row's message: such a row is skipped when a dead letter
+        with the same topic and payload hash exists.
+
+    Notes
+    -----
+    ``payload`` is stored bounded (:func:`bounded_payload`) unless the row already carries
+    ``payload_sha256`` (then it is taken as already bounded).
 
     Returns
     -------
@@ -86,6 +129,19 @@ def store_dead_letters(conn: sa.Connection, insert, table: sa.Table, rows: Seque
         Rows inserted.
     """
     rows = [dict(r) for r in rows]
+    for r in rows:
+        if r.get("payload_sha256") is None:
+            r.update(bounded_payload(r["payload"]))
+    if retained is not None and any(retained):
+        keep = []
+        for r, dup, ret in zip(rows, redelivered, retained, strict=True):
+            if ret and conn.execute(sa.select(table.c.id).where(
+                    table.c.payload_sha256 == r["payload_sha256"], table.c.topic == r["topic"])
+                    .limit(1)).first() is not None:
+                continue  # this retained message is dead-lettered already
+            keep.append((r, dup))
+        rows = [r for r, _ in keep]
+        redelivered = [d for _, d in keep]
     # a first delivery: an older row with the same key was a different message (reused
     # packet id); within one batch too, the key stays with the last first delivery
     seen: set[str] = set()

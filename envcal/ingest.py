@@ -30,6 +30,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from envcal.archive_limits import flag_problem, reading_problem, text_problem
+from envcal.conflicts import reading_conflicts, store_conflicts, summary_conflicts
 from envcal.dead_letters import (
     GATEWAY_TOPIC,
     decode_gateway_dead_letter,
@@ -37,7 +39,7 @@ from envcal.dead_letters import (
     store_dead_letters,
 )
 from envcal.protocols import json_v1
-from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
+from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, DATA_FLAGS, ProtocolError
 from envcal.registry import AnalyzerSpec, Registry
 
 log = logging.getLogger("envcal.ingest")
@@ -48,6 +50,12 @@ MAX_PAYLOAD = 64 * 1024
 MAX_FUTURE = dt.timedelta(minutes=10)
 #: Topic kinds the service subscribes to (``envcal/+/+/{kind}``).
 TOPIC_KINDS = ("data", "hj212", "check", "status")
+#: MQTT 5 DISCONNECT reason code "Session taken over" (OASIS MQTT 5.0 §3.14.2.1).
+SESSION_TAKEN_OVER = 0x8E
+#: Broker-side disconnects within :data:`TAKEOVER_WINDOW_S` taken as a session takeover.
+TAKEOVER_DROPS = 3
+#: See :data:`TAKEOVER_DROPS` [s].
+TAKEOVER_WINDOW_S = 60.0
 #: Default MQTT session expiry [s]: queued messages survive a week of downtime.
 SESSION_EXPIRY_S = 7 * 24 * 3600
 
@@ -94,6 +102,7 @@ class Message:
     qos: int = 0
     generation: int = 0  # connection the message arrived on (acks never cross a reconnect)
     dup: bool = False  # MQTT DUP flag: a redelivery by the broker (envcal.dead_letters)
+    retain: bool = False  # MQTT RETAIN flag: sent for a new subscription (envcal.dead_letters)
 
 
 class _Parsed:
@@ -124,6 +133,7 @@ class CommitResult:
     summary_ids: tuple[int, ...]
     ended_checks: tuple[tuple[str, str], ...]
     seconds: float
+    conflicts: int = 0  # duplicates with other content (envcal.conflicts)
 
 
 def sqlite_utc_text(value: dt.datetime) -> str:
@@ -388,6 +398,11 @@ class IngestCore:
                 raise Rejected(f"timestamp {ts.isoformat()} is more than {self.max_future} in the future "
                                f"(received {now.isoformat()})")
             chk = rec.check
+            problem = reading_problem(ts, rec.seq, () if chk is None else (
+                ("check id", chk.id), ("check kind", chk.kind), ("check phase", chk.phase),
+                ("material", chk.material)))
+            if problem is not None:  # the archive could not hold it (envcal.archive_limits)
+                raise Rejected(problem)
             if chk is not None:
                 if chk.kind not in CHECK_KINDS or chk.phase not in CHECK_PHASES:
                     raise Rejected(f"invalid check block kind={chk.kind!r} phase={chk.phase!r}")
@@ -409,8 +424,8 @@ class IngestCore:
                     raise Rejected(f"unknown analyte {analyte!r} for analyzer {aid!r} "
                                    f"(channels: {', '.join(sorted(channels))})")
                 flag = flags.get(analyte, "N") if flags else "N"
-                if len(flag) > _MAXLEN["flag"]:
-                    raise Rejected(f"invalid data flag {flag!r} for {analyte}")
+                if flag not in DATA_FLAGS:  # the archive holds only these (envcal.archive_limits)
+                    raise Rejected(flag_problem(analyte, flag))
                 # positional, in _READING_COLS order
                 rows.append((aid, analyte, ts, value, flag, seq, cid, ckind, cphase, mat, now))
             if seq is not None:
@@ -449,9 +464,15 @@ class IngestCore:
                 raise Rejected(f"check id must be 1..{_MAXLEN['check_id']} characters")
             if s.material and len(s.material) > _MAXLEN["material"]:
                 raise Rejected(f"material longer than {_MAXLEN['material']} characters")
+            problem = text_problem("check id", s.id) or text_problem("material", s.material)
+            if problem is not None:
+                raise Rejected(problem)
             for t in (s.start, s.end):
                 if t.tzinfo is None:
                     raise Rejected(f"check time {t.isoformat()} has no UTC offset")
+                problem = reading_problem(t, None)
+                if problem is not None:
+                    raise Rejected(problem)
             if s.end > now + self.max_future:
                 raise Rejected(f"check end {s.end.isoformat()} is more than {self.max_future} in the future")
             if s.end < s.start:
@@ -538,8 +559,9 @@ class IngestCore:
             for i in range(0, len(readings), self._chunk):
                 inserted += self._insert_readings(conn, readings[i:i + self._chunk])
             if dead:  # exactly once per MQTT delivery (envcal.dead_letters)
-                n_dead = store_dead_letters(conn, ins, self._t_dead, dead,
-                                            [p.msg.dup for p in parsed if p.dead is not None])
+                bad = [p.msg for p in parsed if p.dead is not None]
+                n_dead = store_dead_letters(conn, ins, self._t_dead, dead, [m.dup for m in bad],
+                                            [m.retain for m in bad])
             if gaps:
                 conn.execute(ins(self._t_gap).on_conflict_do_nothing(), gaps)
             if frames:
@@ -548,6 +570,12 @@ class IngestCore:
                 res = conn.execute(ins(self._t_summary).on_conflict_do_nothing()
                                    .returning(self._t_summary.c.id), summaries)
                 summary_ids = [r[0] for r in res]
+            # duplicates with other content are kept as conflict records, never dropped
+            n_conflicts = 0
+            if inserted < len(readings):
+                n_conflicts += store_conflicts(conn, ins, reading_conflicts(conn, readings, now))
+            if len(summary_ids) < len(summaries):
+                n_conflicts += store_conflicts(conn, ins, summary_conflicts(conn, summaries, now))
             seconds = time.perf_counter() - t0
             conn.execute(sa.insert(self._t_log), [{
                 "committed_at": now, "worker": self.worker[:128], "messages": len(parsed),
@@ -555,7 +583,7 @@ class IngestCore:
                 "dead_letters": n_dead, "seconds": seconds}])
         self.last_seq.update(state)
         return CommitResult(len(parsed), inserted, len(readings) - inserted, n_dead, len(gaps),
-                            tuple(summary_ids), tuple(ended), time.perf_counter() - t0)
+                            tuple(summary_ids), tuple(ended), time.perf_counter() - t0, n_conflicts)
 
     def ingest(self, messages: Iterable[Message | tuple[str, bytes]]) -> CommitResult:
         """Parse and store messages synchronously (one transaction; no MQTT involved).
@@ -696,7 +724,8 @@ class IngestService:
         self.ready = threading.Event()  # set when subscribed
         self.connected = threading.Event()
         self.totals = {"messages": 0, "rows": 0, "duplicates": 0, "dead_letters": 0, "gaps": 0,
-                       "batches": 0}
+                       "batches": 0, "takeovers": 0}
+        self._drops: list[float] = []  # monotonic times of broker-side disconnects
         self._q: queue.SimpleQueue[Message] = queue.SimpleQueue()
         self._gen = 0
         self._stop = threading.Event()
@@ -732,11 +761,31 @@ class IngestService:
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
         if not self._stop.is_set():
+            self._note_drop(getattr(reason_code, "value", None), time.monotonic())
             log.warning("disconnected from %s (%s); reconnecting", self.broker_url, reason_code)
+
+    def _note_drop(self, reason: int | None, now: float) -> None:
+        """Log a session takeover: a DISCONNECT with reason 0x8E, or (brokers such as Mosquitto
+        2.0.11 just close the socket) :data:`TAKEOVER_DROPS` drops within
+        :data:`TAKEOVER_WINDOW_S`, the ping-pong of two clients using one client id."""
+        drops = self._drops
+        drops.append(now)
+        while drops and drops[0] < now - TAKEOVER_WINDOW_S:
+            drops.pop(0)
+        if reason == SESSION_TAKEN_OVER or len(drops) >= TAKEOVER_DROPS:
+            drops.clear()
+            self.totals["takeovers"] += 1
+            # with the generated broker config only a client holding this account's password
+            # can use this client id (envcal.mqtt_security)
+            log.error("SECURITY: session %r at %s taken over by another client using the same "
+                      "client id (%s); check who holds the credentials of MQTT account %r",
+                      self.client_id, self.broker_url,
+                      "reason 0x8E" if reason == SESSION_TAKEN_OVER else
+                      f"{TAKEOVER_DROPS} disconnects within {TAKEOVER_WINDOW_S:.0f} s", self.username)
 
     def _on_message(self, client, userdata, m) -> None:
         # enqueue only: the worker decodes, stores and acknowledges
-        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen, bool(m.dup)))
+        self._q.put(Message(m.topic, m.payload, m.mid, m.qos, self._gen, bool(m.dup), bool(m.retain)))
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> IngestService:

@@ -121,6 +121,10 @@ class DeadLetter(SQLModel, table=True):
     mqtt_mid: int | None = None
     delivery_key: str | None = Field(default=None, max_length=64)
     peer: str | None = Field(default=None, max_length=128)  # TCP peer of a gateway refusal
+    #: the whole payload's size [bytes] and SHA-256; ``payload`` keeps a bounded prefix
+    #: (:data:`envcal.dead_letters.PAYLOAD_PREFIX`). NULL on rows written before that.
+    payload_size: int | None = None
+    payload_sha256: str | None = Field(default=None, max_length=64, index=True)
 
 
 class DataGap(SQLModel, table=True):
@@ -275,6 +279,12 @@ class AuditLog(SQLModel, table=True):
     details: dict | None = _json()
     prev_hash: str = Field(max_length=64, unique=True)  # a fork of the chain cannot be stored
     hash: str = Field(max_length=64, unique=True)
+    #: SHA-256 of the audited object's stored rows after the action (:mod:`envcal.audit`:
+    #: certificates, rule confirmations, accounts); part of ``hash`` when set.
+    row_digest: str | None = Field(default=None, max_length=64)
+    #: HMAC-SHA256 of ``hash`` with the audit key (kept outside the database); NULL only
+    #: on rows written before a key was configured.
+    mac: str | None = Field(default=None, max_length=64)
 
 
 # --------------------------------------------------------------------------- verification (issue 4)
@@ -560,3 +570,31 @@ class AnalyzerLease(SQLModel, table=True):
     owner: str = Field(default="", max_length=128)
     lease_until: dt.datetime = _ts()
     acquired_at: dt.datetime | None = _ts(nullable=True)
+
+
+# --------------------------------------------------------------------------- conflicts (issue 13)
+class IngestConflict(SQLModel, table=True):
+    """A duplicate that disagrees with what is stored: same analyzer, analyte and time with
+    another value or flag, or a check summary re-sent under the same id with other content.
+
+    The first stored row stays authoritative; this record keeps what arrived later until an
+    operator decides (:func:`envcal.conflicts.resolve_conflict`). ``received_sha256`` (of
+    the canonical received content) makes a redelivery of the same message insert nothing.
+    """
+
+    __tablename__ = "ingest_conflict"
+    __table_args__ = (
+        sa.UniqueConstraint("kind", "analyzer_id", "conflict_key", "received_sha256",
+                            name="uq_ingest_conflict"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    detected_at: dt.datetime = _ts(index=True)
+    kind: str = Field(max_length=16)  # reading | check_summary
+    analyzer_id: str = Field(max_length=64, index=True)
+    conflict_key: str = Field(max_length=256)  # "{analyte}@{ts}" or "{check_id}/{analyte}"
+    stored: dict | None = _json()
+    received: dict | None = _json()
+    received_sha256: str = Field(max_length=64)
+    resolution: str | None = Field(default=None, max_length=16)  # kept_stored | took_received
+    resolved_by: str | None = Field(default=None, max_length=128)
+    resolved_at: dt.datetime | None = _ts(nullable=True)

@@ -2,12 +2,23 @@
 
 What the generated files enforce (DESIGN.md section 4, topics):
 
-- each station has one account (user name = station id) that may **publish only** under
-  ``envcal/{station}/#`` (its analyzers' data, hj212, check and status topics, LWT
-  included) and subscribe to nothing;
-- envcal's own account (default ``envcal``) subscribes to ``envcal/#`` (shared
-  subscriptions included) and is the only one that may publish ``envcal/alerts/#`` and
-  ``envcal/results/#``;
+- each station has one account (user name = station id) that may **publish only** on
+  ``envcal/{station}/+/{kind}`` for the topic kinds ingest subscribes to
+  (:data:`envcal.ingest.TOPIC_KINDS`: data, hj212, check, status; LWT included) and
+  subscribe to nothing. ACL and subscriptions agree: every publish a station may make is
+  received by ingest, so it is stored or dead-lettered, never acknowledged into nothing;
+- envcal's own account (default ``envcal``) and each extra worker account (``workers``)
+  subscribe to ``envcal/#`` (shared subscriptions included) and are the only ones that may
+  publish ``envcal/alerts/#`` and ``envcal/results/#``;
+- each gateway account (``gateways``: the HJ 212 TCP gateway) may publish ``hj212`` and
+  ``status`` for any station's analyzers (it forwards what DAUs send over TCP) and use
+  ``envcal/gateway/#``;
+- the client id is the account name (``use_username_as_clientid true``): no client can
+  connect under another account's client id, so none can take over another's session
+  (e.g. ingest's persistent session with its queued readings). One connection per account:
+  every ingest worker of a group runs under its own worker account;
+- messages larger than :data:`MESSAGE_SIZE_LIMIT` are refused by the broker
+  (``message_size_limit``);
 - anonymous clients are refused (``allow_anonymous false``).
 
 Passwords are read from a secrets file (``user=password`` lines) or generated and written
@@ -17,7 +28,8 @@ Nothing here logs or prints a password.
 References
 ----------
 Mosquitto 2.0 ``mosquitto.conf(5)`` (``acl_file``, ``password_file``, ``allow_anonymous``,
-``certfile``/``keyfile``/``cafile``) and ``mosquitto_passwd(1)``; RFC 8018 §5.2 (PBKDF2);
+``use_username_as_clientid``, ``message_size_limit``, ``certfile``/``keyfile``/``cafile``)
+and ``mosquitto_passwd(1)``; RFC 8018 §5.2 (PBKDF2);
 OASIS MQTT 5.0 §3.4.2.1 (PUBACK reason code 0x87 Not authorized).
 """
 
@@ -38,6 +50,11 @@ from envcal.registry import Registry
 SERVICE_USER = "envcal"
 #: Topic levels under ``envcal/`` that belong to envcal, never to a station.
 RESERVED_LEVELS = ("alerts", "results")
+#: The HJ 212 gateway's own topic level (``envcal/gateway/...``: status, control).
+GATEWAY_LEVEL = "gateway"
+#: Largest message the generated broker configuration accepts [bytes] (ingest's own
+#: limit, :data:`envcal.ingest.MAX_PAYLOAD`, plus room for the MQTT header).
+MESSAGE_SIZE_LIMIT = 65536 + 1024
 #: PBKDF2 iterations Mosquitto 2.0 ``mosquitto_passwd`` uses for ``$7$`` hashes.
 PBKDF2_ITERATIONS = 101
 _SALT_BYTES = 12
@@ -124,20 +141,28 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def accounts(registry: Registry, service_user: str = SERVICE_USER) -> list[str]:
-    """MQTT user names for a registry: envcal's account, then one per station (sorted)."""
-    names = [service_user, *sorted(registry.stations)]
+def accounts(registry: Registry, service_user: str = SERVICE_USER,
+             workers: tuple[str, ...] = (), gateways: tuple[str, ...] = ()) -> list[str]:
+    """MQTT user names for a registry: envcal's account, its worker accounts, gateway
+    accounts, then one per station (sorted)."""
+    service = [service_user, *workers, *gateways]
+    if len(set(service)) != len(service):
+        raise SecurityConfigError(f"worker and gateway accounts must differ from each other "
+                                  f"and from {service_user!r}")
+    names = [*service, *sorted(registry.stations)]
     for sid in registry.stations:
-        if sid in RESERVED_LEVELS:
+        if sid in (*RESERVED_LEVELS, GATEWAY_LEVEL):
             raise SecurityConfigError(f"station id {sid!r} collides with envcal's own topic "
                                       f"envcal/{sid}/#; rename the station")
-        if sid == service_user:
-            raise SecurityConfigError(f"station id {sid!r} is the service account's name")
+        if sid in service:
+            raise SecurityConfigError(f"station id {sid!r} is the name of a service account")
     return names
 
 
 def ensure_credentials(registry: Registry, secrets_path: str | Path, *,
-                       service_user: str = SERVICE_USER) -> tuple[dict[str, str], list[str]]:
+                       service_user: str = SERVICE_USER,
+                       workers: tuple[str, ...] = (),
+                       gateways: tuple[str, ...] = ()) -> tuple[dict[str, str], list[str]]:
     """Passwords for every account: read from ``secrets_path``, missing ones generated.
 
     Generated passwords are appended to the secrets file (rewritten with mode 0600), so
@@ -150,7 +175,7 @@ def ensure_credentials(registry: Registry, secrets_path: str | Path, *,
     path = Path(secrets_path)
     creds = read_secrets(path) if path.exists() else {}
     generated = []
-    for user in accounts(registry, service_user):
+    for user in accounts(registry, service_user, workers, gateways):
         if user not in creds:
             creds[user] = secrets.token_urlsafe(24)
             generated.append(user)
@@ -171,7 +196,8 @@ def passwd_text(credentials: Mapping[str, str]) -> str:
 
 # --------------------------------------------------------------------------- ACL
 def acl_text(registry: Registry, *, service_user: str = SERVICE_USER,
-             readers: tuple[str, ...] = ()) -> str:
+             readers: tuple[str, ...] = (), workers: tuple[str, ...] = (),
+             gateways: tuple[str, ...] = ()) -> str:
     """A Mosquitto ``acl_file`` derived from the registry.
 
     Parameters
@@ -182,22 +208,37 @@ def acl_text(registry: Registry, *, service_user: str = SERVICE_USER,
         ``envcal/results/#``.
     readers : tuple of str
         Extra accounts (alert consumers) that may only subscribe to alerts and results.
+    workers : tuple of str
+        Extra service accounts with the rights of ``service_user`` (one per ingest worker
+        of a group: the client id is the account name).
+    gateways : tuple of str
+        HJ 212 gateway accounts: publish ``envcal/+/+/hj212`` and ``.../status``, read and
+        write ``envcal/gateway/#``.
 
     Returns
     -------
     str
     """
-    accounts(registry, service_user)
+    from envcal.ingest import TOPIC_KINDS
+
+    accounts(registry, service_user, workers, gateways)
     lines = ["# generated by `envcal mqtt acl` from the station registry; do not edit by hand",
-             "# (no top-level topic lines: anonymous/unknown users get nothing)", "",
-             f"user {service_user}", "topic read envcal/#"]
-    lines += [f"topic write envcal/{lvl}/#" for lvl in RESERVED_LEVELS]
+             "# (no top-level topic lines: anonymous/unknown users get nothing)"]
+    for svc in (service_user, *workers):
+        lines += ["", f"user {svc}", "topic read envcal/#"]
+        lines += [f"topic write envcal/{lvl}/#" for lvl in RESERVED_LEVELS]
+    for g in gateways:
+        lines += ["", f"user {g}", "topic write envcal/+/+/hj212", "topic write envcal/+/+/status",
+                  f"topic readwrite envcal/{GATEWAY_LEVEL}/#"]
     for r in readers:
         lines += ["", f"user {r}"] + [f"topic read envcal/{lvl}/#" for lvl in RESERVED_LEVELS]
     for sid in sorted(registry.stations):
         analyzers = sorted(a.id for a in registry.analyzers.values() if a.station == sid)
         lines += ["", f"# station {sid}: analyzers {', '.join(analyzers) or '(none)'}",
-                  f"user {sid}", f"topic write envcal/{sid}/#"]
+                  f"user {sid}"]
+        # exactly the topics ingest subscribes to (envcal.ingest.topics): nothing a station
+        # may publish goes unread
+        lines += [f"topic write envcal/{sid}/+/{kind}" for kind in TOPIC_KINDS]
     return "\n".join(lines) + "\n"
 
 
@@ -213,7 +254,8 @@ class TlsFiles:
 
 def conf_snippet(out_dir: str | Path, *, tls: TlsFiles | None = None, tls_port: int = 8883,
                  tls_host: str | None = None) -> str:
-    """``mosquitto.conf`` lines: passwords, ACL, no anonymous access, optional TLS listener.
+    """``mosquitto.conf`` lines: passwords, ACL, no anonymous access, client ids bound to
+    accounts, a message size limit, optional TLS listener.
 
     Parameters
     ----------
@@ -237,7 +279,10 @@ def conf_snippet(out_dir: str | Path, *, tls: TlsFiles | None = None, tls_port: 
     out = Path(out_dir).resolve()
     lines = ["# envcal access control (generated by `envcal mqtt acl`)",
              "per_listener_settings false", "allow_anonymous false",
-             f"password_file {out / 'passwd'}", f"acl_file {out / 'acl'}"]
+             f"password_file {out / 'passwd'}", f"acl_file {out / 'acl'}",
+             "# the client id is the account name: no client can take over another's session",
+             "use_username_as_clientid true",
+             f"message_size_limit {MESSAGE_SIZE_LIMIT}"]
     if tls is not None:
         lines += ["", f"listener {tls_port}" + (f" {tls_host}" if tls_host else ""),
                   f"certfile {Path(tls.certfile).resolve()}", f"keyfile {Path(tls.keyfile).resolve()}"]
@@ -263,7 +308,9 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
                           secrets_path: str | Path | None = None,
                           service_user: str = SERVICE_USER, readers: tuple[str, ...] = (),
                           tls: TlsFiles | None = None, tls_port: int = 8883,
-                          tls_host: str | None = None) -> SecurityFiles:
+                          tls_host: str | None = None,
+                          workers: tuple[str, ...] = (),
+                          gateways: tuple[str, ...] = ()) -> SecurityFiles:
     """Write ``acl``, ``passwd`` and ``mosquitto.conf`` for a registry into ``out_dir``.
 
     Parameters
@@ -273,7 +320,7 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
     secrets_path : str or Path, optional
         ``USER=PASSWORD`` file; missing accounts get generated passwords appended.
         Default ``out_dir/secrets.env``.
-    service_user, readers, tls, tls_port, tls_host
+    service_user, readers, workers, gateways, tls, tls_port, tls_host
         See :func:`acl_text` and :func:`conf_snippet`.
 
     Returns
@@ -283,13 +330,15 @@ def write_broker_security(registry: Registry, out_dir: str | Path, *,
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     sp = Path(secrets_path) if secrets_path is not None else out / "secrets.env"
-    creds, generated = ensure_credentials(registry, sp, service_user=service_user)
+    creds, generated = ensure_credentials(registry, sp, service_user=service_user, workers=workers,
+                                          gateways=gateways)
     for r in readers:
         if r not in creds:
             raise SecurityConfigError(f"reader account {r!r} has no password in {sp}")
-    wanted = {u: creds[u] for u in [*accounts(registry, service_user), *readers]}
+    wanted = {u: creds[u] for u in [*accounts(registry, service_user, workers, gateways), *readers]}
     acl = out / "acl"
-    acl.write_text(acl_text(registry, service_user=service_user, readers=readers), encoding="utf-8")
+    acl.write_text(acl_text(registry, service_user=service_user, readers=readers, workers=workers,
+                            gateways=gateways), encoding="utf-8")
     passwd = out / "passwd"
     _write_private(passwd, passwd_text(wanted))
     conf = out / "mosquitto.conf"

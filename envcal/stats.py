@@ -23,6 +23,7 @@ from envcal.models import (
     DataGap,
     DeadLetter,
     Hj212Frame,
+    IngestConflict,
     IngestLog,
     Reading,
 )
@@ -61,6 +62,7 @@ STATS: tuple[tuple[str, Count], ...] = (
     ("hj212_quirks", count_frames(Hj212Frame.__table__.c.quirks.is_not(None))),
     ("hj212_backfill", count_frames(Hj212Frame.__table__.c.resend.is_(True))),
     ("ingest_batches", count_rows(IngestLog)),
+    ("conflicts", count_rows(IngestConflict)),
     ("alerts", count_rows(Alert)),
     ("results", count_rows(CheckResult)),
 )

@@ -12,6 +12,11 @@ Passwords are stored as argon2id hashes (argon2-cffi defaults, RFC 9106). After
 window passes. Every action function that changes state calls :func:`require` first, so a
 permission is enforced in server code whatever the page shows.
 
+Sessions: the app calls :func:`session_actor` on every request (every Streamlit rerun). It
+re-reads the account, so a disabled account is signed out and a changed role applies at the
+next interaction, and it ends a session after :data:`SESSION_IDLE` without activity or
+:data:`SESSION_LIFETIME` after sign-in, whatever the activity.
+
 References
 ----------
 RFC 9106, *Argon2 Memory-Hard Function for Password Hashing*.
@@ -47,6 +52,10 @@ PERMISSIONS: dict[str, frozenset[str]] = {
 
 MAX_FAILURES = 5
 LOCKOUT = dt.timedelta(minutes=15)
+#: A session without a request for this long is signed out (``ENVCAL_SESSION_TIMEOUT_MIN``).
+SESSION_IDLE = dt.timedelta(minutes=30)
+#: A session is signed out this long after sign-in, active or not (``ENVCAL_SESSION_MAX_HOURS``).
+SESSION_LIFETIME = dt.timedelta(hours=12)
 _HASHER = PasswordHasher()
 
 
@@ -221,6 +230,8 @@ def authenticate(engine: Engine, name: str, password: str, *,
         if ok and _HASHER.check_needs_rehash(row.password_hash):
             row.password_hash = _HASHER.hash(password)
             s.add(row)
+            # the account's rows are covered by the audit trail (envcal.audit.COVERED)
+            audit.record(s, row.name, "user.rehash", "user", row.name)
         s.commit()
     if who is None:
         raise UserError("wrong name or password")
@@ -235,3 +246,54 @@ def actor_for(engine: Engine, name: str, *, default_role: str | None = None) -> 
     if row is not None:
         return None if row.disabled else Actor(row.name, row.role)
     return Actor(name, default_role) if default_role in ROLES else None
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """Outcome of :func:`session_actor`: the actor to use now (None: signed out) and why."""
+
+    actor: Actor | None
+    reason: str  # ok | idle | lifetime | disabled | unknown | role_changed
+
+
+def session_actor(engine: Engine, actor: Actor, *, signed_in_at: float, last_seen: float,
+                  now: float, idle_s: float = SESSION_IDLE.total_seconds(),
+                  lifetime_s: float = SESSION_LIFETIME.total_seconds()) -> SessionCheck:
+    """Re-validate a signed-in session for one request: timeouts first, then the account.
+
+    Parameters
+    ----------
+    engine : sqlalchemy.engine.Engine
+    actor : Actor
+        The actor stored in the session at sign-in (or at the previous request).
+    signed_in_at, last_seen, now : float
+        Sign-in time, time of the previous request and now [s since the epoch].
+    idle_s : float
+        Idle timeout [s].
+    lifetime_s : float
+        Absolute session lifetime [s].
+
+    Returns
+    -------
+    SessionCheck
+        ``actor`` None when the session must end (idle, lifetime, account disabled or
+        gone); else the account's *current* name and role (``role_changed`` when the role
+        differs from the session's).
+
+    References
+    ----------
+    OWASP Application Security Verification Standard 4.0.3, V3.3 (session timeouts) and
+    V4.1.3 (access control enforced on every request).
+    """
+    if now - last_seen > idle_s:
+        return SessionCheck(None, "idle")
+    if now - signed_in_at > lifetime_s:
+        return SessionCheck(None, "lifetime")
+    with Session(engine) as s:
+        row = s.get(User, actor.name)
+    if row is None:
+        return SessionCheck(None, "unknown")
+    if row.disabled or row.role not in ROLES:
+        return SessionCheck(None, "disabled")
+    fresh = Actor(row.name, row.role)
+    return SessionCheck(fresh, "ok" if fresh == actor else "role_changed")

@@ -156,3 +156,33 @@ def test_alert_engine_refuses_non_http_webhook(sqlite_engine, registry):
 
     with pytest.raises(ValueError, match="webhook URL"):
         AlertEngine(sqlite_engine, registry, webhook_url="file:///tmp/alerts.json")
+
+
+def test_webhook_redirect_not_followed(engine):
+    """A 302 to another (loopback) service is refused: the alert reaches only the URL set."""
+    inner = _Receiver(delay_s=0.0)
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(302)
+            self.send_header("Location", inner.url)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    outer = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=outer.serve_forever, daemon=True).start()
+    try:
+        (did,) = _pending(engine, f"http://127.0.0.1:{outer.server_address[1]}/hook", 1, T0)
+        assert WebhookDispatcher(engine, timeout_s=1.0).deliver_due(T0) == 1
+        w = WebhookDelivery.__table__
+        with engine.connect() as conn:
+            err = conn.execute(sa.select(w.c.last_error).where(w.c.id == did)).scalar_one()
+        assert "redirect refused" in err
+        assert inner.bodies == []
+    finally:
+        outer.shutdown()
+        outer.server_close()
+        inner.close()

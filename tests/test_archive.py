@@ -289,3 +289,33 @@ def test_archive_cli_compact(sqlite_url, registry, tmp_path):
     assert res.exit_code == 0 and "0 station-days archived" in res.output
     res = CliRunner().invoke(app, [*args[:-1], "yesterday"])
     assert res.exit_code == 2
+
+
+def test_archive_compact_sets_aside_unarchivable_rows_and_names_them(engine, registry, tmp_path):
+    """Rows an older ingest let in (seq 2**63-1, a NUL in a check id, year 1600) no longer
+    keep the day's good readings in the hot store: they move to dead letters, named by id."""
+    sync_registry(engine, registry)
+    nul = "CK\x1fx" if engine.dialect.name == "postgresql" else "CK\x00x"
+    good = _rows(T0, 5)
+    poison = [dict(good[0], ts=T0 + dt.timedelta(hours=1), seq=2**63 - 1),
+              # PostgreSQL refuses NUL in text; another control character there
+              dict(good[1], ts=T0 + dt.timedelta(hours=2), check_id=nul, check_kind="span",
+                   check_phase="run"),
+              dict(good[2], ts=dt.datetime(1600, 1, 1, tzinfo=dt.UTC))]
+    _insert(engine, good + poison)
+    with engine.connect() as conn:
+        bad_ids = conn.execute(sa.select(Reading.id).where(
+            (Reading.seq == 2**63 - 1) | (Reading.check_id == nul)
+            | (Reading.ts < dt.datetime(1700, 1, 1, tzinfo=dt.UTC))).order_by(Reading.id)).scalars().all()
+    rep = compact(engine, tmp_path / "archive", registry)
+    assert rep.errors == [], rep.lines()
+    assert _hot_count(engine) == 0
+    text = "\n".join(rep.lines())
+    for i in bad_ids:
+        assert f"SET ASIDE reading id {i} " in text
+    assert "seq 9223372036854775807" in text and "control character U+00" in text and "1678..2262" in text
+    assert len(read_file_rows(archive_path(tmp_path / "archive", ST, DAY))) == len(good)
+    with engine.connect() as conn:
+        reasons = conn.execute(sa.text("select reason from dead_letter")).scalars().all()
+    assert len(reasons) == 3 and all(r.startswith("compaction: hot-store reading id ") for r in reasons)
+    assert compact(engine, tmp_path / "archive", registry).days == []  # nothing left behind

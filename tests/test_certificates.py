@@ -456,3 +456,108 @@ def test_cli_certs_import_explicit_attachment(sqlite_url, tmp_path):
     r = CliRunner().invoke(app, ["certs", "import", str(tmp_path / "c.json"), "--attachment",
                                  str(PDF), "--db", sqlite_url])
     assert r.exit_code == 0, r.output
+
+
+# --------------------------------------------------------------------------- hostile files
+def _cert_folder(tmp_path, doc: dict | None = None, name: str = "cert.json") -> Path:
+    folder = tmp_path / "certs"
+    folder.mkdir(exist_ok=True)
+    shutil.copy(PDF, folder / PDF.name)
+    p = folder / name
+    p.write_text(json.dumps(doc if doc is not None else so2_doc(), ensure_ascii=False), encoding="utf-8")
+    return p
+
+
+@pytest.mark.parametrize("attachment", ["../secret.pdf", "ABSOLUTE", "../missing.pdf", "sub/../../secret.pdf"])
+def test_attachment_outside_the_certificate_folder_refused(tmp_path, engine, attachment):
+    secret = tmp_path / "secret.pdf"
+    shutil.copy(PDF, secret)  # a real PDF next to, not inside, the certificate's folder
+    if attachment == "ABSOLUTE":
+        attachment = str(secret)
+    p = _cert_folder(tmp_path, dict(so2_doc(), attachment=attachment))
+    with pytest.raises(CertificateError) as ei:
+        import_certificate(engine, p)
+    msg = "\n".join(ei.value.problems)
+    assert "inside the certificate's folder" in msg
+    # no other path than the one written, and nothing on whether that file exists
+    assert str(tmp_path) not in msg.replace(repr(attachment), "")
+    assert "not found" not in msg
+    assert counts(engine)["attachment"] == 0
+
+
+def test_attachment_symlink_out_of_folder_refused(tmp_path):
+    secret = tmp_path / "secret.pdf"
+    shutil.copy(PDF, secret)
+    p = _cert_folder(tmp_path, dict(so2_doc(), attachment="link.pdf"))
+    (p.parent / "link.pdf").symlink_to(secret)
+    with pytest.raises(CertificateError, match="leads outside the certificate's folder"):
+        validate_certificate(p)
+
+
+def test_attachment_from_explicit_attachments_folder(tmp_path, engine):
+    att = tmp_path / "pdfs"
+    att.mkdir()
+    shutil.copy(PDF, att / PDF.name)
+    folder = tmp_path / "json"
+    folder.mkdir()
+    p = folder / "cert.json"
+    p.write_text(json.dumps(so2_doc(), ensure_ascii=False), encoding="utf-8")
+    with pytest.raises(CertificateError, match="not found in the certificate's folder"):
+        validate_certificate(p)
+    assert import_certificate(engine, p, attachments_dir=att).attachment_sha256 is not None
+
+
+@pytest.mark.parametrize("body", [b"%PDF-1.4\n<html><body>hi</body></html>\n%%EOF\n",
+                                  b"%PDF-1.4\nPK\x03\x04" + b"z" * 200 + b"\n%%EOF\n"])
+def test_attachment_that_only_looks_like_a_pdf_refused(tmp_path, body):
+    p = _cert_folder(tmp_path)
+    (p.parent / PDF.name).write_bytes(body)
+    with pytest.raises(CertificateError, match="is not a readable PDF"):
+        validate_certificate(p)
+
+
+@pytest.mark.parametrize("field, literal", [("value", "Infinity"), ("U", "Infinity"), ("k", "Infinity"),
+                                            ("value", "NaN"), ("k", "1e999"), ("U", "-Infinity")])
+def test_certificate_non_finite_numbers_refused(tmp_path, field, literal):
+    text = json.dumps(so2_doc(), ensure_ascii=False)
+    text = re.sub(rf'"{field}": [0-9.]+', f'"{field}": {literal}', text, count=1)
+    assert literal in text
+    p = _cert_folder(tmp_path)
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(CertificateError, match="finite numbers only"):
+        validate_certificate(p)
+
+
+def test_certificate_deep_nesting_size_and_duplicate_keys_refused(tmp_path):
+    p = _cert_folder(tmp_path)
+    p.write_text('{"values": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    with pytest.raises(CertificateError, match="nested deeper than 16 levels"):
+        validate_certificate(p)
+    p.write_bytes(b'{"name": "' + b"x" * 300_000 + b'"}')
+    with pytest.raises(CertificateError, match="over the limit of 262144 bytes"):
+        validate_certificate(p)
+    with pytest.raises(CertificateError, match="over the limit"):
+        validate_certificate(p.read_bytes())
+    text = json.dumps(so2_doc(), ensure_ascii=False).replace('"value": ', '"value": 1.0, "value": ', 1)
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(CertificateError, match="duplicate key 'value'"):
+        validate_certificate(p)
+
+
+@pytest.mark.parametrize("cert_id", ["../../etc/x", "LOT\u0000A", "a/b", " lead", "x;rm"])
+def test_certificate_unsafe_id_refused(tmp_path, cert_id):
+    p = _cert_folder(tmp_path, dict(so2_doc(), id=cert_id))
+    with pytest.raises(CertificateError, match="id: String should match pattern"):
+        validate_certificate(p)
+    schema = load_schema()
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(dict(so2_doc(), id=cert_id), schema)
+
+
+def test_cli_certs_import_hostile_file_one_line_no_traceback(tmp_path):
+    from envcal.cli import app
+
+    p = _cert_folder(tmp_path)
+    p.write_text("[" * 50_000 + "]" * 50_000)
+    r = CliRunner().invoke(app, ["certs", "import", str(p), "--db", f"sqlite:///{tmp_path / 'e.db'}"])
+    assert r.exit_code == 1 and "Traceback" not in r.output and "nested deeper" in r.output

@@ -34,6 +34,7 @@ from envcal.registry import StationSpec, sync_registry
 OWN = "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data"  # station ZJ-NB-PP02's analyzer
 OTHER = "envcal/ZJ-HZ-AQ01/HZ-AQ01-PM/data"  # another station's analyzer
 NOT_AUTHORIZED = 0x87
+ACCEPTED = (0, 0x10)  # success / no matching subscribers
 
 
 # --------------------------------------------------------------------------- helpers
@@ -133,7 +134,7 @@ def test_acl_text_scopes_each_station(registry):
     assert blocks["envcal"] == ["topic read envcal/#", "topic write envcal/alerts/#",
                                 "topic write envcal/results/#"]
     for sid in registry.stations:
-        assert blocks[sid] == [f"topic write envcal/{sid}/#"]
+        assert blocks[sid] == [f"topic write envcal/{sid}/+/{k}" for k in ("data", "hj212", "check", "status")]
     assert len(blocks) == len(registry.stations) + 1
 
 
@@ -326,3 +327,176 @@ def _port_open(port: int) -> bool:
     from envcal.broker import port_open
 
     return port_open("127.0.0.1", port)
+
+
+# --------------------------------------------------------------------------- identity binding
+def _acl_cli(tmp_path, *extra: str):
+    """Run `envcal mqtt acl` for the repository's registry; (conf text, credentials)."""
+    from envcal.cli import app
+
+    out = tmp_path / "sec"
+    res = CliRunner().invoke(app, ["mqtt", "acl", "--stations", "stations", "--out", str(out), *extra])
+    assert res.exit_code == 0, res.output
+    return (out / "mosquitto.conf").read_text(), read_secrets(out / "secrets.env")
+
+
+def _ingest_db(sqlite_url):
+    from envcal.registry import load_registry
+
+    eng = make_engine(sqlite_url)
+    init_db(eng)
+    reg = load_registry("stations")
+    sync_registry(eng, reg)
+    return eng, reg
+
+
+def _rows(eng) -> int:
+    with eng.connect() as conn:
+        return conn.execute(sa.text("select count(*) from reading")).scalar_one()
+
+
+def _intruder(broker, user: str, password: str, client_id: str) -> mqtt.Client:
+    """A client that tries to resume ``client_id``'s persistent session (clean start off)."""
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+    c.username_pw_set(user, password)
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    connected = threading.Event()
+    c.on_connect = lambda *a: connected.set()
+    c.connect(broker.host, broker.port, clean_start=False, properties=props)
+    c.loop_start()
+    assert connected.wait(10)
+    return c
+
+
+def test_broker_config_binds_client_ids_and_limits_messages(tmp_path):
+    conf, creds = _acl_cli(tmp_path, "--worker", "envcal-2", "--gateway", "gw1")
+    assert "use_username_as_clientid true" in conf
+    assert "message_size_limit 66560" in conf
+    acl = (tmp_path / "sec" / "acl").read_text()
+    assert "user envcal-2\ntopic read envcal/#" in acl
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf).start()
+    gw = Client(broker.host, broker.port, "gw1", creds["gw1"])
+    svc = Client(broker.host, broker.port, "envcal", creds["envcal"])
+    hj = "envcal/ZJ-JX-PP01/JX-PP01-CEMS/hj212"
+    try:  # the gateway forwards HJ 212 frames for any station, nothing else
+        assert svc.subscribe("envcal/#") == [1]
+        assert gw.publish("envcal/gateway/status") in ACCEPTED
+        assert gw.publish(OWN) == NOT_AUTHORIZED
+        assert gw.publish("envcal/alerts/ZJ-JX-PP01/JX-PP01-CEMS") == NOT_AUTHORIZED
+        big = Client(broker.host, broker.port, "ZJ-JX-PP01", creds["ZJ-JX-PP01"])
+        big.c.publish(hj, b"y" * 70_000, qos=1)  # over message_size_limit: the broker drops it
+        time.sleep(0.5)
+        big.close()
+        assert gw.publish(hj, b"small") in ACCEPTED
+        assert _wait(lambda: (hj, b"small") in svc.received)
+        assert [p for t, p in svc.received if t == hj] == [b"small"]
+    finally:
+        gw.close()
+        svc.close()
+        broker.stop()
+
+
+def test_broker_station_cannot_take_over_ingest_session(tmp_path, sqlite_url):
+    conf, creds = _acl_cli(tmp_path)
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf).start()
+    eng, reg = _ingest_db(sqlite_url)
+
+    def service():
+        return IngestService(broker.url, eng, reg, client_id="envcal-ingest", batch_seconds=0.05,
+                             username="envcal", password=creds["envcal"]).start()
+
+    svc = service()
+    station = intruder = None
+    try:
+        assert svc.ready.wait(10)
+        svc.stop()  # the persistent session stays on the broker and queues for the service
+        station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        for i in range(5):
+            body = json.dumps({"ts": (base + dt.timedelta(seconds=i)).isoformat(), "seq": i,
+                               "values": {"SO2": float(i)}}).encode()
+            assert station.publish(OWN, body) == 0
+        # another station logs in with its own password but asks for ingest's client id
+        intruder = _intruder(broker, "ZJ-HZ-AQ01", creds["ZJ-HZ-AQ01"], "envcal-ingest")
+        time.sleep(0.5)
+        intruder.disconnect()
+        intruder.loop_stop()
+        svc = service()
+        assert svc.ready.wait(10)
+        assert _wait(lambda: _rows(eng) == 5), f"queued readings lost: {_rows(eng)} of 5 arrived"
+        # the same attempt while the service is connected does not disconnect it
+        intruder = _intruder(broker, "ZJ-HZ-AQ01", creds["ZJ-HZ-AQ01"], "envcal-ingest")
+        time.sleep(0.5)
+        assert svc.connected.is_set() and svc.totals["takeovers"] == 0
+    finally:
+        for c in (station,):
+            if c is not None:
+                c.close()
+        if intruder is not None:
+            intruder.disconnect()
+            intruder.loop_stop()
+        svc.stop()
+        eng.dispose()
+        broker.stop()
+
+
+def test_ingest_group_workers_side_by_side_and_takeover_logged(tmp_path, sqlite_url, caplog):
+    conf, creds = _acl_cli(tmp_path, "--worker", "envcal-2")
+    broker = Mosquitto(tmp_path / "broker", extra_conf=conf).start()
+    eng, reg = _ingest_db(sqlite_url)
+    workers = [IngestService(broker.url, eng, reg, client_id=user, group="g", batch_seconds=0.05,
+                             username=user, password=creds[user]).start()
+               for user in ("envcal", "envcal-2")]
+    station = thief = None
+    try:
+        assert all(w.ready.wait(10) for w in workers)
+        station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+        base = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=10)
+        for i in range(10):
+            body = json.dumps({"ts": (base + dt.timedelta(seconds=i)).isoformat(), "seq": i,
+                               "values": {"SO2": float(i)}}).encode()
+            assert station.publish(OWN, body) == 0
+        assert _wait(lambda: _rows(eng) == 10)
+        assert all(w.connected.is_set() and w.totals["takeovers"] == 0 for w in workers)
+        # someone holding worker 2's password connects (and reconnects when kicked): the
+        # worker notices the repeated takeover and logs it
+        with caplog.at_level("ERROR", logger="envcal.ingest"):
+            thief = _intruder(broker, "envcal-2", creds["envcal-2"], "whatever")
+            assert _wait(lambda: workers[1].totals["takeovers"] >= 1, timeout=30)
+        assert any("taken over" in r.getMessage() for r in caplog.records)
+    finally:
+        if station is not None:
+            station.close()
+        if thief is not None:
+            thief.disconnect()
+            thief.loop_stop()
+        for w in workers:
+            w.stop()
+        eng.dispose()
+        broker.stop()
+
+
+def test_broker_acl_agrees_with_ingest_subscriptions(secured, sqlite_url):
+    """Every publish a station may make reaches ingest (stored or dead-lettered); the topics
+    ingest does not read are refused by the broker instead of vanishing."""
+    broker, creds = secured
+    eng, reg = _ingest_db(sqlite_url)
+    svc = IngestService(broker.url, eng, reg, client_id="envcal", batch_seconds=0.05,
+                        username="envcal", password=creds["envcal"]).start()
+    station = Client(broker.host, broker.port, "ZJ-NB-PP02", creds["ZJ-NB-PP02"])
+    try:
+        assert svc.ready.wait(10)
+        for topic in (OWN + "/", OWN.replace("/data", "/DATA"), "envcal/ZJ-NB-PP02/x",
+                      "envcal/ZJ-NB-PP02/NB-PP02-CEMS/data/extra", "envcal/ZJ-NB-PP02"):
+            assert station.publish(topic, b"{}") == NOT_AUTHORIZED, topic
+        assert station.publish("envcal/ZJ-NB-PP02/NO-SUCH/data", b"{}") == 0  # allowed: dead-lettered
+        with eng.connect() as conn:
+            assert _wait(lambda: conn.execute(sa.text("select count(*) from dead_letter")).scalar_one() == 1)
+    finally:
+        station.close()
+        svc.stop()
+        eng.dispose()

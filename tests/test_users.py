@@ -119,3 +119,32 @@ def test_users_cli_sso_account_has_no_password(sqlite_url):
     assert list_users(eng)[0]["local"] is False
     with pytest.raises(UserError):
         authenticate(eng, "li@example.org", "")
+
+
+def test_session_actor_rereads_account_and_enforces_timeouts(engine):
+    from envcal.users import (
+        SESSION_IDLE,
+        SESSION_LIFETIME,
+        Actor,
+        add_user,
+        session_actor,
+        set_disabled,
+    )
+
+    add_user(engine, "ann", "admin", "password-123")
+    ann = Actor("ann", "admin")
+    t0 = 1_000_000.0
+    assert session_actor(engine, ann, signed_in_at=t0, last_seen=t0, now=t0 + 60).reason == "ok"
+    add_user(engine, "ann", "viewer", "password-123", actor="bob", replace=True)  # demoted
+    chk = session_actor(engine, ann, signed_in_at=t0, last_seen=t0, now=t0 + 60)
+    assert chk.actor == Actor("ann", "viewer") and not chk.actor.can("rule.confirm")
+    set_disabled(engine, "ann", True, actor=Actor("bob", "admin"))
+    assert session_actor(engine, ann, signed_in_at=t0, last_seen=t0, now=t0 + 60).actor is None
+    set_disabled(engine, "ann", False, actor=Actor("bob", "admin"))
+    idle = SESSION_IDLE.total_seconds()
+    assert session_actor(engine, ann, signed_in_at=t0, last_seen=t0, now=t0 + idle + 1).reason == "idle"
+    life = SESSION_LIFETIME.total_seconds()
+    late = t0 + life + 1  # active a second ago, but signed in too long ago
+    assert session_actor(engine, ann, signed_in_at=t0, last_seen=late - 1, now=late).reason == "lifetime"
+    assert session_actor(engine, Actor("ghost", "admin"), signed_in_at=t0, last_seen=t0,
+                         now=t0).actor is None

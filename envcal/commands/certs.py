@@ -45,11 +45,17 @@ def certs_import(
     files: list[Path] = typer.Argument(..., help="Certificate JSON file(s)"),
     attachment: Path | None = typer.Option(None, "--attachment", help="PDF (only with one FILE); "
                                            "default: the file the JSON names, next to it"),
+    attachments: Path | None = typer.Option(None, "--attachments", help="Folder the JSON's "
+                                            "attachment names are resolved in (default: the JSON's "
+                                            "own folder); nothing outside it is read"),
     by: str = typer.Option("cli", "--by", help="Who imports (audit trail)"),
     molar_volume: float = typer.Option(22.4, "--molar-volume", help="[L/mol] for the gas unit check"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
     """Validate and store certificates; each file is all-or-nothing. Exit 1 if any is refused."""
+    if attachments is not None and not attachments.is_dir():
+        _err(f"--attachments {attachments}: not a folder")
+        raise typer.Exit(2)
     from envcal.certificates import CertificateError, import_certificate
 
     if attachment is not None and len(files) != 1:
@@ -60,7 +66,7 @@ def certs_import(
     for f in files:
         try:
             o = import_certificate(engine, f, attachment=attachment, actor=by,
-                                   molar_volume=molar_volume)
+                                   molar_volume=molar_volume, attachments_dir=attachments)
         except CertificateError as exc:
             failed += 1
             _err(f"refused {exc}")
@@ -257,18 +263,55 @@ def instruments_coverage(
 def audit_verify(
     head: str | None = typer.Option(None, "--head", help="Head hash recorded earlier (detects "
                                     "removal of the newest entries)"),
+    unkeyed: bool = typer.Option(False, "--unkeyed", help="Without an audit key: check the plain "
+                                 "hash chain and covered rows only (someone with database write "
+                                 "access can rewrite it undetected)"),
     db: str | None = typer.Option(None, "--db", help=DB_HELP),
 ) -> None:
-    """Check the audit hash chain; exit 1 listing every altered, deleted or re-ordered row."""
-    from envcal.audit import verify_chain_status
+    """Check the audit trail: hashes, links, MACs, the anchored head (ENVCAL_AUDIT_KEY_FILE,
+    ENVCAL_AUDIT_HEAD_FILE) and the covered certificate, rule and account rows; exit 1 listing
+    every problem."""
+    from envcal.audit import AuditKeyError, head_path, load_key, verify_chain_status
 
-    st = verify_chain_status(_engine(db), head)
+    try:
+        key = None if unkeyed else load_key()
+    except AuditKeyError as exc:
+        _err(str(exc))
+        raise typer.Exit(2) from None
+    if key is None and not unkeyed:
+        _err("no audit key configured (ENVCAL_AUDIT_KEY_FILE or audit_key_file in envcal.toml; "
+             "create one with `envcal audit init-key FILE`); --unkeyed checks the plain chain only")
+        raise typer.Exit(2)
+    st = verify_chain_status(_engine(db), head, key=key, head_file=head_path() if key else None)
     if st.problems:
         for p in st.problems:
             _err(str(p))
         _err(f"audit chain BROKEN: {len(st.problems)} problem(s) in {st.entries} entries")
         raise typer.Exit(1)
-    typer.echo(f"audit chain intact: {st.entries} entries, head {st.head}")
+    how = (f"keyed, anchored head in {head_path()}" + (f", {st.after_anchor} newer entries"
+                                                        if st.after_anchor else "")
+           if st.keyed else "UNKEYED: not protected against database writes")
+    typer.echo(f"audit chain intact: {st.entries} entries, head {st.head} ({how})")
+
+
+@audit_app.command("init-key")
+def audit_init_key(
+    path: Path = typer.Argument(..., help="Key file to create (mode 0600); point "
+                                "ENVCAL_AUDIT_KEY_FILE at it on every host that writes the trail"),
+) -> None:
+    """Create a random audit key. Keep it off the database server: whoever has it can forge
+    entries."""
+    from envcal.audit import init_key
+
+    try:
+        init_key(path)
+    except FileExistsError:
+        _err(f"{path}: exists; an audit key is never overwritten")
+        raise typer.Exit(2) from None
+    except OSError as exc:
+        _err(f"{path}: {exc.strerror}")
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote audit key {path} (mode 0600); set ENVCAL_AUDIT_KEY_FILE={path}")
 
 
 def register(app: typer.Typer) -> None:

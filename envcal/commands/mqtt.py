@@ -22,14 +22,22 @@ def register(app: typer.Typer) -> None:
         reader: list[str] = typer.Option(None, "--reader",
                                          help="Account that may only subscribe to alerts and results "
                                          "(its password must be in --secrets)."),
+        worker: list[str] = typer.Option(None, "--worker",
+                                         help="Extra service account for one more ingest worker of a "
+                                         "group (same rights as --service-user; the broker binds the "
+                                         "client id to the account, so each worker needs its own)."),
+        gateway: list[str] = typer.Option(None, "--gateway",
+                                          help="Account of an HJ 212 gateway (publishes hj212 and status "
+                                          "for the stations' analyzers, uses envcal/gateway/#)."),
         tls_cert: Path | None = typer.Option(None, "--tls-cert", help="Server certificate (PEM): "
                                              "adds a TLS listener."),
         tls_key: Path | None = typer.Option(None, "--tls-key", help="Server private key (PEM)."),
         tls_ca: Path | None = typer.Option(None, "--tls-ca", help="CA certificate (PEM)."),
         tls_port: int = typer.Option(8883, "--tls-port", help="TLS listener port."),
     ) -> None:
-        """Write the broker's access control for the registry: each station publishes only under
-        envcal/{station}/#, envcal alone publishes alerts and results. Passwords are never printed."""
+        """Write the broker's access control for the registry: each station publishes only on
+        envcal/{station}/+/{data,hj212,check,status}, envcal alone publishes alerts and results,
+        client ids are bound to accounts. Passwords are never printed."""
         from envcal.config import setting
         from envcal.mqtt_security import SecurityConfigError, TlsFiles, write_broker_security
         from envcal.registry import RegistryError, load_registry
@@ -51,12 +59,15 @@ def register(app: typer.Typer) -> None:
             tls = TlsFiles(tls_cert, tls_key, tls_ca)
         try:
             files = write_broker_security(reg, out, secrets_path=secrets, service_user=service_user,
-                                          readers=tuple(reader or ()), tls=tls, tls_port=tls_port)
+                                          readers=tuple(reader or ()), tls=tls, tls_port=tls_port,
+                                          workers=tuple(worker or ()), gateways=tuple(gateway or ()))
         except (SecurityConfigError, OSError) as exc:
             typer.echo(f"mqtt acl: {exc}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"wrote {files.acl}, {files.passwd}, {files.conf} for {len(files.users)} accounts "
                    f"({len(reg.stations)} stations + {service_user}"
+                   + (f" + {len(worker)} workers" if worker else "")
+                   + (f" + {len(gateway)} gateways" if gateway else "")
                    + (f" + {len(reader)} readers" if reader else "") + ")")
         if files.generated:
             typer.echo(f"generated passwords for {len(files.generated)} accounts into {files.secrets} "

@@ -3,6 +3,7 @@
 Settings: ``ENVCAL_DB`` (database URL; ``envcal ui --db`` passes it through),
 ``ENVCAL_ARCHIVE`` (NetCDF archive folder), ``ENVCAL_STATIONS`` (registry),
 ``ENVCAL_SESSION_TIMEOUT_MIN`` (idle minutes before a session is signed out, default 30),
+``ENVCAL_SESSION_MAX_HOURS`` (hours after sign-in a session ends however active, default 12),
 ``ENVCAL_REFRESH_S`` (Overview live refresh, default 60).
 
 OIDC: when ``.streamlit/secrets.toml`` has an ``[auth]`` section (Streamlit's ``st.login``
@@ -25,7 +26,7 @@ import streamlit as st
 from envcal.ui.i18n import coverage_reason as _coverage_reason
 from envcal.ui.i18n import label as _label
 from envcal.ui.i18n import t as _t
-from envcal.users import Actor, PermissionDenied
+from envcal.users import Actor, PermissionDenied, session_actor
 
 SESSION_KEY = "envcal_actor"
 
@@ -124,56 +125,66 @@ def timeout_minutes() -> float:
     return float(os.environ.get("ENVCAL_SESSION_TIMEOUT_MIN", "30"))
 
 
-def _from_cookie() -> Actor | None:
-    """The actor of a valid signed session cookie, re-checked against the account table
-    (a disabled or deleted account or a changed role is not restored)."""
+def _from_cookie() -> tuple[Actor, float] | None:
+    """The actor of a valid signed session cookie and its sign-in time [s since the epoch],
+    re-checked against the account table (a disabled or deleted account or a changed role
+    is not restored)."""
     from envcal.ui.session import COOKIE, verify
     from envcal.users import actor_for
 
     v = verify(_cookie(COOKIE))
     if v is None or st.session_state.get("envcal_signed_out"):
         return None
-    name, role, _exp = v
+    name, role, _exp, signed_in_at = v
     a = actor_for(engine(), name)
-    return a if a is not None and a.role == role else None
+    return (a, signed_in_at) if a is not None and a.role == role else None
 
 
 def current_actor() -> Actor | None:
-    """The signed-in actor, or None (also after ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes).
+    """The signed-in actor as the account is *now* (re-read on every rerun), or None after
+    ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes, ``ENVCAL_SESSION_MAX_HOURS`` after the
+    password sign-in, or when the account was disabled (:func:`envcal.users.session_actor`).
 
     A new browser session (F5, a deep link) is signed in again from the signed cookie
-    (:mod:`envcal.ui.session`); the cookie is renewed while the user is active.
+    (:mod:`envcal.ui.session`), which carries the time of the sign-in; the cookie is renewed
+    while the user is active.
     """
     a = st.session_state.get(SESSION_KEY)
+    t_now = time.time()
     if a is None:
-        a = _from_cookie()
-        if a is None:
+        restored = _from_cookie()
+        if restored is None:
             return None
-        st.session_state[SESSION_KEY] = a
-        st.session_state["envcal_last_seen"] = time.time()
-        st.session_state["envcal_cookie_at"] = time.time()
-    last = st.session_state.get("envcal_last_seen", time.time())
-    if time.time() - last > timeout_minutes() * 60:
+        a, st.session_state["envcal_signed_in_at"] = restored
+        st.session_state["envcal_last_seen"] = t_now
+        st.session_state["envcal_cookie_at"] = t_now
+    chk = session_actor(engine(), a, signed_in_at=st.session_state.setdefault("envcal_signed_in_at", t_now),
+                        last_seen=st.session_state.get("envcal_last_seen", t_now), now=t_now,
+                        idle_s=timeout_minutes() * 60,
+                        lifetime_s=float(os.environ.get("ENVCAL_SESSION_MAX_HOURS", "12")) * 3600)
+    if chk.actor is None:
         sign_out()
         st.session_state["envcal_expired"] = True
         return None
-    st.session_state["envcal_last_seen"] = time.time()
-    if time.time() - st.session_state.get("envcal_cookie_at", 0.0) > timeout_minutes() * 30:
-        _write_session_cookie(a)
-    return a
+    st.session_state[SESSION_KEY] = chk.actor
+    st.session_state["envcal_last_seen"] = t_now
+    if t_now - st.session_state.get("envcal_cookie_at", 0.0) > timeout_minutes() * 30:
+        _write_session_cookie(chk.actor)
+    return chk.actor
 
 
 def _write_session_cookie(actor: Actor) -> None:
     from envcal.ui.session import COOKIE, sign
 
     ttl = timeout_minutes() * 60
-    _queue_cookie(COOKIE, sign(actor.name, actor.role, ttl), int(ttl))
+    _queue_cookie(COOKIE, sign(actor.name, actor.role, ttl,
+                               signed_in_at=st.session_state.get("envcal_signed_in_at")), int(ttl))
     st.session_state["envcal_cookie_at"] = time.time()
 
 
 def sign_in(actor: Actor) -> None:
     st.session_state[SESSION_KEY] = actor
-    st.session_state["envcal_last_seen"] = time.time()
+    st.session_state["envcal_last_seen"] = st.session_state["envcal_signed_in_at"] = time.time()
     st.session_state.pop("envcal_expired", None)
     st.session_state.pop("envcal_signed_out", None)
     _write_session_cookie(actor)
@@ -186,6 +197,7 @@ def sign_out() -> None:
     # the browser still sends the old cookie to this session: never restore from it again
     st.session_state["envcal_signed_out"] = True
     _queue_cookie(COOKIE, "", 0)
+    st.session_state.pop("envcal_signed_in_at", None)
 
 
 def oidc_configured() -> bool:

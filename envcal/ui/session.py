@@ -42,19 +42,25 @@ def _unb64(s: str) -> bytes:
 
 
 def sign(name: str, role: str, ttl_s: float, *, now: float | None = None,
-         key: bytes | None = None) -> str:
-    """A cookie value for ``name``/``role`` valid for ``ttl_s`` seconds [s]."""
+         signed_in_at: float | None = None, key: bytes | None = None) -> str:
+    """A cookie value for ``name``/``role`` valid for ``ttl_s`` seconds [s].
+
+    ``signed_in_at`` [s since the epoch] is the time of the password sign-in (default: now);
+    it travels with every renewed cookie so that the absolute session lifetime
+    (:func:`envcal.users.session_actor`) counts from the sign-in, not from the last renewal.
+    """
     t = time.time() if now is None else now
-    body = _b64(json.dumps({"n": name, "r": role, "e": int(t + ttl_s)},
+    s_at = t if signed_in_at is None else signed_in_at
+    body = _b64(json.dumps({"n": name, "r": role, "e": int(t + ttl_s), "s": int(s_at)},
                            separators=(",", ":")).encode("utf-8"))
     mac = hmac.new(key or secret(), body.encode("ascii"), hashlib.sha256).digest()
     return f"{body}.{_b64(mac)}"
 
 
 def verify(value: str | None, *, now: float | None = None,
-           key: bytes | None = None) -> tuple[str, str, float] | None:
-    """``(name, role, expiry)`` of a valid, unexpired cookie value; None otherwise
-    (missing, malformed, forged or expired)."""
+           key: bytes | None = None) -> tuple[str, str, float, float] | None:
+    """``(name, role, expiry, signed_in_at)`` of a valid, unexpired cookie value; None
+    otherwise (missing, malformed, forged or expired)."""
     if not value or value.count(".") != 1:
         return None
     body, mac = value.split(".")
@@ -63,11 +69,11 @@ def verify(value: str | None, *, now: float | None = None,
         if not hmac.compare_digest(_unb64(mac), good):
             return None
         d = json.loads(_unb64(body))
-        name, role, exp = str(d["n"]), str(d["r"]), float(d["e"])
+        name, role, exp, s_at = str(d["n"]), str(d["r"]), float(d["e"]), float(d["s"])
     except (ValueError, KeyError, TypeError):
         return None
     t = time.time() if now is None else now
-    return (name, role, exp) if exp > t else None
+    return (name, role, exp, s_at) if exp > t else None
 
 
 def set_cookie_js(name: str, value: str, max_age_s: int) -> str:

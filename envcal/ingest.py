@@ -35,6 +35,7 @@ from envcal.dead_letters import delivery_key, store_dead_letters
 from envcal.protocols import json_v1
 from envcal.protocols.records import CHECK_KINDS, CHECK_PHASES, ProtocolError
 from envcal.registry import AnalyzerSpec, Registry
+from envcal.stats import STATS, register_stat, stats  # noqa: F401 - re-exported for callers
 
 log = logging.getLogger("envcal.ingest")
 
@@ -878,22 +879,7 @@ class IngestService:
 
 
 # --------------------------------------------------------------------------- stats
-#: Named counts for ``envcal stats``: name -> function(connection) -> int. Later areas add
-#: theirs with :func:`register_stat` (e.g. "results", "alerts").
-STATS: dict[str, Callable[[sa.Connection], int]] = {}
-
-
-def register_stat(name: str, query: Callable[[sa.Connection], int]) -> None:
-    """Add a named count to ``envcal stats``.
-
-    Parameters
-    ----------
-    name : str
-        Key in the JSON output.
-    query : callable
-        ``f(connection) -> int``.
-    """
-    STATS[name] = query
+# ``envcal stats`` lives in the light module envcal.stats (STATS, register_stat, stats).
 
 
 def count_rows(model_name: str) -> Callable[[sa.Connection], int]:
@@ -906,41 +892,4 @@ def count_rows(model_name: str) -> Callable[[sa.Connection], int]:
             return 0
         return int(conn.execute(sa.select(sa.func.count()).select_from(m.__table__)).scalar_one())
     return q
-
-
-def _count_readings(conn: sa.Connection) -> int:
-    from envcal import models
-
-    n = count_rows("Reading")(conn)
-    archive = getattr(models, "ArchiveFile", None)  # the NetCDF archive (envcal.archive)
-    if archive is not None and "n_values" in archive.__table__.c:
-        n += int(conn.execute(sa.select(sa.func.coalesce(sa.func.sum(archive.__table__.c.n_values), 0)))
-                 .scalar_one())
-    return n
-
-
-register_stat("readings", _count_readings)
-register_stat("dead_letters", count_rows("DeadLetter"))
-register_stat("data_gaps", count_rows("DataGap"))
-register_stat("check_summaries", count_rows("CheckSummaryRecord"))
-register_stat("hj212_frames", count_rows("Hj212Frame"))
-register_stat("ingest_batches", count_rows("IngestLog"))
-
-
-def stats(engine: Engine, names: Iterable[str] | None = None) -> dict[str, int]:
-    """Counts for scripts: readings (hot + archived values), dead letters, data gaps, ...
-
-    Parameters
-    ----------
-    engine : Engine
-    names : iterable of str, optional
-        Only these counts (default: every registered one).
-
-    Returns
-    -------
-    dict of str to int
-    """
-    wanted = list(names) if names is not None else list(STATS)
-    with engine.connect() as conn:
-        return {n: STATS[n](conn) for n in wanted}
 

@@ -189,18 +189,10 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Counts: readings (hot and archived), dead letters, data gaps, and what later areas add."""
-    import importlib
-
     from envcal.config import db_url
     from envcal.db import make_engine
-    from envcal.ingest import stats as compute
+    from envcal.stats import stats as compute
 
-    # areas that add counts register them on import (envcal.ingest.register_stat)
-    for mod in ("envcal.verify", "envcal.alerts"):
-        try:
-            importlib.import_module(mod)
-        except Exception:  # noqa: BLE001 - a broken area must not hide the other counts
-            pass
     engine = make_engine(db_url(db))
     try:
         counts = compute(engine)

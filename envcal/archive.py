@@ -77,6 +77,9 @@ ROW_COLUMNS = ["analyzer", "analyte", "t_us", "value", "flag", "seq", "qa", *CHE
 
 _FLAG_CODE = {c: i for i, c in enumerate(FLAG_LETTERS)}
 _DELETE_CHUNK = 10_000
+#: a run of at least this many consecutive row ids is deleted as one id range; ranges per
+#: statement stay far below SQLite's expression depth limit (1000)
+_MIN_RUN, _RANGE_CHUNK = 8, 200
 
 #: UDUNITS spellings of the unit strings used in registries.
 _UDUNITS = {
@@ -660,9 +663,19 @@ def _record_and_delete(engine: Engine, station: str, day: dt.date, rel: str, sha
         if res.rowcount == 0:
             conn.execute(t.insert().values(station_id=station, day=day, **values))
         r = Reading.__table__
-        ids = np.sort(ids)
-        for i in range(0, len(ids), _DELETE_CHUNK):
-            chunk = [int(x) for x in ids[i:i + _DELETE_CHUNK]]
+        ids = np.unique(ids)
+        # runs of consecutive ids (every integer of [lo, hi] is an archived row): one range
+        # each; the rest by explicit id lists
+        cut = np.flatnonzero(np.diff(ids) != 1) + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(ids)]
+        long_run = (ends - starts) >= _MIN_RUN
+        ranges = [(int(ids[a]), int(ids[b - 1])) for a, b in zip(starts[long_run], ends[long_run], strict=True)]
+        for i in range(0, len(ranges), _RANGE_CHUNK):
+            conn.execute(r.delete().where(sa.or_(*(r.c.id.between(lo, hi)
+                                                   for lo, hi in ranges[i:i + _RANGE_CHUNK]))))
+        rest = ids[np.repeat(~long_run, ends - starts)]
+        for i in range(0, len(rest), _DELETE_CHUNK):
+            chunk = [int(x) for x in rest[i:i + _DELETE_CHUNK]]
             conn.execute(r.delete().where(r.c.id.in_(chunk)))
 
 

@@ -289,3 +289,26 @@ def test_archive_cli_compact(sqlite_url, registry, tmp_path):
     assert res.exit_code == 0 and "0 station-days archived" in res.output
     res = CliRunner().invoke(app, [*args[:-1], "yesterday"])
     assert res.exit_code == 2
+
+
+def test_archive_compact_deletes_exactly_its_rows_among_interleaved_ids(engine, registry, tmp_path):
+    # ids of another station's rows (and of the next day) interleave with the archived ones:
+    # long runs of consecutive ids are deleted as ranges, the rest one by one
+    from envcal.archive import compact_day
+
+    sync_registry(engine, registry)
+    mine = _rows(T0, 40)
+    other = [{**r, "analyzer_id": "HZ-AQ02-PM"} for r in mine if r["analyzer_id"] == "HZ-AQ01-PM"]
+    later = [{**r, "ts": r["ts"] + dt.timedelta(days=1)} for r in mine[:30]]
+    _insert(engine, mine[:200])              # a long run of this station-day
+    for n, k in enumerate(range(200, len(mine), 3)):  # then short runs between foreign rows
+        _insert(engine, mine[k:k + 3])
+        _insert(engine, [other[n % len(other)] if n < 20 else later[n % 30]])
+    _insert(engine, other[20:])
+    before = _hot_count(engine)
+    res = compact_day(engine, tmp_path / "archive", ST, DAY, registry)
+    assert res.rows_deleted == len(mine)
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(Reading.analyzer_id, Reading.ts)).all()
+    assert len(left) == before - len(mine)
+    assert all(a == "HZ-AQ02-PM" or ts.date() > DAY for a, ts in left)

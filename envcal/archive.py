@@ -49,7 +49,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -735,7 +735,8 @@ def compact_day(engine: Engine, archive_dir: str | Path, station: str, day: dt.d
 
 
 def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
-            before: dt.date | None = None, station: str | None = None) -> CompactReport:
+            before: dt.date | None = None, station: str | None = None,
+            progress: Callable[[int, int, str, dt.date], None] | None = None) -> CompactReport:
     """Move closed days from the SQL hot store into CF NetCDF files, one per station and day.
 
     Parameters
@@ -752,6 +753,8 @@ def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
         UTC day is open and is not compacted).
     station : str, optional
         Only this station.
+    progress : callable, optional
+        ``progress(done, total, station, day)`` before each station-day (for a progress line).
 
     Returns
     -------
@@ -769,7 +772,9 @@ def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
     with engine.connect() as conn:
         days = _open_days(conn, cutoff, station)
     report = CompactReport()
-    for st, day in days:
+    for i, (st, day) in enumerate(days):
+        if progress is not None:
+            progress(i, len(days), st, day)
         try:
             report.days.append(compact_day(engine, archive_dir, st, day, registry_or_none))
         except Exception as exc:  # noqa: BLE001 - one bad day must not stop the others

@@ -312,3 +312,12 @@ def test_archive_compact_deletes_exactly_its_rows_among_interleaved_ids(engine, 
         left = conn.execute(sa.select(Reading.analyzer_id, Reading.ts)).all()
     assert len(left) == before - len(mine)
     assert all(a == "HZ-AQ02-PM" or ts.date() > DAY for a, ts in left)
+
+
+def test_archive_compact_reports_progress_per_station_day(engine, registry, loaded, tmp_path):
+    _insert(engine, [{**r, "ts": r["ts"] + dt.timedelta(days=1)} for r in loaded[:50]])
+    seen = []
+    rep = compact(engine, tmp_path / "archive", registry, before=DAY + dt.timedelta(days=2),
+                  progress=lambda done, total, st, day: seen.append((done, total, st, day)))
+    assert seen == [(0, 2, ST, DAY), (1, 2, ST, DAY + dt.timedelta(days=1))]
+    assert len(rep.days) == 2

@@ -19,7 +19,7 @@ with contextlib.redirect_stdout(io.StringIO()):
         main()
     except SystemExit:
         pass
-print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "envcal", "sqlmodel"))))
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "envcal", "sqlmodel", "sqlalchemy"))))
 """
 
 
@@ -35,7 +35,7 @@ def test_cli_help_imports_no_command_module():
     assert "numba" not in mods
 
 
-def test_cli_stats_json_imports_no_numba_nor_models(tmp_path):
+def test_cli_stats_json_on_sqlite_imports_no_numba_nor_sqlalchemy(tmp_path):
     url = f"sqlite:///{tmp_path / 'e.db'}"
     from envcal.db import init_db, make_engine
 
@@ -43,6 +43,16 @@ def test_cli_stats_json_imports_no_numba_nor_models(tmp_path):
     mods = _modules_after(["stats", "--json", "--db", url])
     assert "envcal.commands.ingest" in mods
     assert "numba" not in mods and "envcal.models" not in mods and "sqlmodel" not in mods, mods
+    assert "sqlalchemy" not in mods, mods
+
+
+def test_cli_stats_missing_database_is_one_line_exit_2(tmp_path):
+    from typer.testing import CliRunner
+
+    res = CliRunner().invoke(app, ["stats", "--json", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert res.exit_code == 2
+    assert "cannot read" in res.output and "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1
 
 
 def test_cli_commands_table_covers_every_command_module():

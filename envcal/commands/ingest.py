@@ -190,14 +190,16 @@ def stats(
 ) -> None:
     """Counts: readings (hot and archived), dead letters, data gaps, and what later areas add."""
     from envcal.config import db_url
-    from envcal.db import make_engine
-    from envcal.stats import stats as compute
+    from envcal.stats import stats_at
 
-    engine = make_engine(db_url(db))
+    url = db_url(db)
     try:
-        counts = compute(engine)
-    finally:
-        engine.dispose()
+        counts = stats_at(url)
+    except Exception as exc:  # noqa: BLE001 - sqlite3 or SQLAlchemy: one line for the user
+        typer.echo(f"envcal stats: cannot read {url}: {exc.__class__.__name__}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else ''} "
+                   "(run `envcal db upgrade --db URL` first?)", err=True)
+        raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(counts))
         return

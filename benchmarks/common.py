@@ -19,6 +19,21 @@ def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
     return best
 
 
+def alternate(fns: dict[str, Callable[[], object]], repeat: int = 5) -> dict[str, float]:
+    """Best wall time [s] of each function, run in alternating rounds (a, b, a, b, ...).
+
+    On a shared machine the load drifts; alternating gives each contender the same mix of
+    quiet and busy moments, so the ratio is fair even when the absolute figures are not."""
+    best = dict.fromkeys(fns, float("inf"))
+    for _ in range(repeat):
+        for name, fn in fns.items():
+            gc.collect()
+            t0 = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - t0)
+    return best
+
+
 def row(name: str, envcal_s: float, baseline: str | None, baseline_s: float | None,
         **extra) -> dict:
     """One results.json row; ``speedup`` = baseline_s / envcal_s (None without a baseline)."""

@@ -49,7 +49,7 @@ import hashlib
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +79,9 @@ ROW_COLUMNS = ["analyzer", "analyte", "t_us", "value", "flag", "seq", "qa", *CHE
 
 _FLAG_CODE = {c: i for i, c in enumerate(FLAG_LETTERS)}
 _DELETE_CHUNK = 10_000
+#: a run of at least this many consecutive row ids is deleted as one id range; ranges per
+#: statement stay far below SQLite's expression depth limit (1000)
+_MIN_RUN, _RANGE_CHUNK = 8, 200
 
 #: UDUNITS spellings of the unit strings used in registries.
 _UDUNITS = {
@@ -702,9 +705,19 @@ def _record_and_delete(engine: Engine, station: str, day: dt.date, rel: str, sha
         if res.rowcount == 0:
             conn.execute(t.insert().values(station_id=station, day=day, **values))
         r = Reading.__table__
-        ids = np.sort(ids)
-        for i in range(0, len(ids), _DELETE_CHUNK):
-            chunk = [int(x) for x in ids[i:i + _DELETE_CHUNK]]
+        ids = np.unique(ids)
+        # runs of consecutive ids (every integer of [lo, hi] is an archived row): one range
+        # each; the rest by explicit id lists
+        cut = np.flatnonzero(np.diff(ids) != 1) + 1
+        starts, ends = np.r_[0, cut], np.r_[cut, len(ids)]
+        long_run = (ends - starts) >= _MIN_RUN
+        ranges = [(int(ids[a]), int(ids[b - 1])) for a, b in zip(starts[long_run], ends[long_run], strict=True)]
+        for i in range(0, len(ranges), _RANGE_CHUNK):
+            conn.execute(r.delete().where(sa.or_(*(r.c.id.between(lo, hi)
+                                                   for lo, hi in ranges[i:i + _RANGE_CHUNK]))))
+        rest = ids[np.repeat(~long_run, ends - starts)]
+        for i in range(0, len(rest), _DELETE_CHUNK):
+            chunk = [int(x) for x in rest[i:i + _DELETE_CHUNK]]
             conn.execute(r.delete().where(r.c.id.in_(chunk)))
 
 
@@ -802,7 +815,8 @@ def compact_day(engine: Engine, archive_dir: str | Path, station: str, day: dt.d
 
 
 def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
-            before: dt.date | None = None, station: str | None = None) -> CompactReport:
+            before: dt.date | None = None, station: str | None = None,
+            progress: Callable[[int, int, str, dt.date], None] | None = None) -> CompactReport:
     """Move closed days from the SQL hot store into CF NetCDF files, one per station and day.
 
     Parameters
@@ -819,6 +833,8 @@ def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
         UTC day is open and is not compacted).
     station : str, optional
         Only this station.
+    progress : callable, optional
+        ``progress(done, total, station, day)`` before each station-day (for a progress line).
 
     Returns
     -------
@@ -836,7 +852,9 @@ def compact(engine: Engine, archive_dir: str | Path, registry_or_none=None, *,
     with engine.connect() as conn:
         days = _open_days(conn, cutoff, station)
     report = CompactReport()
-    for st, day in days:
+    for i, (st, day) in enumerate(days):
+        if progress is not None:
+            progress(i, len(days), st, day)
         try:
             report.days.append(compact_day(engine, archive_dir, st, day, registry_or_none))
         except Exception as exc:  # noqa: BLE001 - one bad day must not stop the others

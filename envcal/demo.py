@@ -43,10 +43,15 @@ STATIONS = ROOT / "stations"
 DEFAULT_FAULTS = ROOT / "stations" / "faults" / "default.toml"
 SAMPLES = ROOT / "reference_materials" / "samples"
 APP = ROOT / "app_streamlit.py"
-#: Wall time [s] the fast-forward takes when neither ``--duration`` nor ``--speed`` is given.
+#: Wall time [s] the simulator takes to publish when neither ``--duration`` nor ``--speed`` is
+#: given. Ingest drains after it: 30 days took 253 s in all (start to summary, compaction
+#: included) on the shared 2-core reference machine, where simulator, broker, ingest and
+#: verification share the cores.
 DEFAULT_FAST_FORWARD_S = 120.0
 #: Ingest is considered drained when its message count has not moved for this long [s].
 QUIET_S = 2.0
+#: Longest a long step (closing checks, compaction) goes without a status line [s].
+PROGRESS_S = 3.0
 #: Wall time [s] of transport jitter the fast-forward tolerates before "no data" (see Demo).
 JITTER_S = 3.0
 
@@ -497,11 +502,21 @@ class Demo:
         if client is not None:  # what the broker still holds stays there: stop the feed first
             client.unsubscribe(list(self.service.topics))
             time.sleep(0.5)
+        self.status("verify", "info", "closing pending checks and running the alert timer once more")
         self.pipeline.tick()  # verify_pending (stale checks) + time-based alert rules
         self.status("verify", "ok", "pending checks closed, alert timer run")
         self.service.stop()
         self.pipeline.stop()
-        report = compact(self.engine, self.archive_dir, self.registry)
+        said = [0.0]
+
+        def compacting(done: int, total: int, station: str, day: dt.date) -> None:
+            now = time.monotonic()  # a line at the start, then at most every PROGRESS_S
+            if done == 0 or now - said[0] >= PROGRESS_S:
+                said[0] = now
+                self.status("archive", "info", f"compacting closed days into CF NetCDF: "
+                            f"{done}/{total} station-days ({station} {day.isoformat()})")
+
+        report = compact(self.engine, self.archive_dir, self.registry, progress=compacting)
         from envcal.models import ArchiveFile
 
         with self.engine.connect() as conn:

@@ -293,7 +293,7 @@ class IngestCore:
         ts_proc = self._ts_proc
         v_proc = self._value_proc
         others = self._other_procs
-        seen_in = seen_out = None
+        seen_in = seen_out = ts_in = ts_out = None
         many = self._executemany
         add = out.append if many else out.extend
         for r in rows:
@@ -304,7 +304,10 @@ class IngestCore:
             rec = r[10]
             if rec is not seen_in:  # one received_at per batch: convert it once
                 seen_in, seen_out = rec, ts_proc(rec)
-            add((r[0], r[1], ts_proc(r[2]), v_proc(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], seen_out))
+            ts = r[2]
+            if ts is not ts_in:  # the analytes of one reading share its ts: convert it once
+                ts_in, ts_out = ts, ts_proc(ts)
+            add((r[0], r[1], ts_out, v_proc(r[3]), r[4], r[5], r[6], r[7], r[8], r[9], seen_out))
         if many:
             return conn.exec_driver_sql(self._sql_one, out).rowcount
         sql = self._sql_head + ", ".join([self._sql_group] * len(rows)) + self._sql_tail

@@ -1,89 +1,113 @@
 """``envcal stats``: the named counts of DESIGN.md §4, from one explicit list.
 
-Every count is listed in :data:`STATS`, in output order; a model that cannot be imported
-is an import error of this module (and of the command), never a silently missing key.
+Every count is one SQL query in :data:`STATS`, in output order, so ``envcal stats`` on a
+SQLite file runs them through the standard library's :mod:`sqlite3` (read-only) and starts
+without SQLAlchemy, the models, the registry or the verifier; other databases go through
+SQLAlchemy Core. A table or column that does not exist is an error of the command (the
+tests run every count on a migrated database), never a silently missing key.
 
 ``readings`` counts hot-store readings plus the values archived in NetCDF files
-(``ArchiveFile.n_values``), so compacting a day does not change it.
+(``archive_file.n_values``), so compacting a day does not change it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
-from sqlmodel import SQLModel
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
-from envcal.models import (
-    Alert,
-    ArchiveFile,
-    CheckResult,
-    CheckSummaryRecord,
-    DataGap,
-    DeadLetter,
-    Hj212Frame,
-    IngestConflict,
-    IngestLog,
-    Reading,
-)
-
-Count = Callable[[Connection], int]
-
-
-def count_rows(model: type[SQLModel]) -> Count:
-    """A count of the rows of one table."""
-    def q(conn: Connection) -> int:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(model.__table__)).scalar_one())
-    return q
-
-
-def count_readings(conn: Connection) -> int:
-    """Readings in the hot store plus values in the NetCDF archive."""
-    archived = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(ArchiveFile.__table__.c.n_values), 0)))
-    return count_rows(Reading)(conn) + int(archived.scalar_one())
-
-
-def count_frames(where: sa.ColumnElement[bool]) -> Count:
-    """A count of the stored HJ 212 frames matching ``where``."""
-    def q(conn: Connection) -> int:
-        t = Hj212Frame.__table__
-        return int(conn.execute(sa.select(sa.func.count()).select_from(t).where(where)).scalar_one())
-    return q
-
-
-#: name -> count, in the order of ``envcal stats`` output
-STATS: tuple[tuple[str, Count], ...] = (
-    ("readings", count_readings),
-    ("dead_letters", count_rows(DeadLetter)),
-    ("data_gaps", count_rows(DataGap)),
-    ("check_summaries", count_rows(CheckSummaryRecord)),
-    ("hj212_frames", count_rows(Hj212Frame)),
-    ("hj212_quirks", count_frames(Hj212Frame.__table__.c.quirks.is_not(None))),
-    ("hj212_backfill", count_frames(Hj212Frame.__table__.c.resend.is_(True))),
-    ("ingest_batches", count_rows(IngestLog)),
-    ("conflicts", count_rows(IngestConflict)),
-    ("alerts", count_rows(Alert)),
-    ("results", count_rows(CheckResult)),
+#: name -> SQL returning one integer, in the order of ``envcal stats`` output
+STATS: tuple[tuple[str, str], ...] = (
+    ("readings", "SELECT (SELECT count(*) FROM reading) + "
+                 "(SELECT coalesce(sum(n_values), 0) FROM archive_file)"),
+    ("dead_letters", "SELECT count(*) FROM dead_letter"),
+    ("data_gaps", "SELECT count(*) FROM data_gap"),
+    ("check_summaries", "SELECT count(*) FROM check_summary"),
+    ("hj212_frames", "SELECT count(*) FROM hj212_frame"),
+    ("hj212_quirks", "SELECT count(*) FROM hj212_frame WHERE quirks IS NOT NULL"),
+    ("hj212_backfill", "SELECT count(*) FROM hj212_frame WHERE resend IS TRUE"),
+    ("ingest_batches", "SELECT count(*) FROM ingest_log"),
+    ("conflicts", "SELECT count(*) FROM ingest_conflict"),
+    ("alerts", "SELECT count(*) FROM alert"),
+    ("results", "SELECT count(*) FROM check_result"),
 )
 NAMES: tuple[str, ...] = tuple(n for n, _ in STATS)
 
 
+def _queries(names: Iterable[str] | None) -> list[tuple[str, str]]:
+    table = dict(STATS)
+    wanted = list(names) if names is not None else list(NAMES)
+    for n in wanted:
+        if n not in table:
+            raise KeyError(f"unknown count {n!r} (known: {', '.join(NAMES)})")
+    return [(n, table[n]) for n in wanted]
+
+
 def stats(engine: Engine, names: Iterable[str] | None = None) -> dict[str, int]:
     """The counts of :data:`STATS` (or only ``names``, in that order).
+
+    Parameters
+    ----------
+    engine : Engine
+    names : iterable of str, optional
+        Only these counts (default: all of :data:`STATS`).
+
+    Returns
+    -------
+    dict of str to int
 
     Raises
     ------
     KeyError
         An unknown name.
     """
-    table = dict(STATS)
-    wanted = list(names) if names is not None else list(NAMES)
-    for n in wanted:
-        if n not in table:
-            raise KeyError(f"unknown count {n!r} (known: {', '.join(NAMES)})")
+    import sqlalchemy as sa
+
+    qs = _queries(names)
     with engine.connect() as conn:
-        return {n: table[n](conn) for n in wanted}
+        return {n: int(conn.execute(sa.text(q)).scalar_one()) for n, q in qs}
+
+
+def stats_at(url: str, names: Iterable[str] | None = None) -> dict[str, int]:
+    """:func:`stats` of the database at ``url``; a SQLite file is read with :mod:`sqlite3`.
+
+    Parameters
+    ----------
+    url : str
+        Database URL (``sqlite:///path`` or anything :func:`envcal.db.make_engine` takes).
+    names : iterable of str, optional
+        Only these counts.
+
+    Returns
+    -------
+    dict of str to int
+
+    Raises
+    ------
+    sqlite3.Error or sqlalchemy.exc.SQLAlchemyError
+        The database cannot be opened (a missing SQLite file is not created) or lacks the
+        schema (``envcal db upgrade``).
+    """
+    qs = _queries(names)
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if path and path != ":memory:" and "?" not in path:
+        import sqlite3
+        from pathlib import Path
+
+        con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+        try:
+            return {n: int(con.execute(q).fetchone()[0]) for n, q in qs}
+        finally:
+            con.close()
+    from envcal.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        return stats(engine, [n for n, _ in qs])
+    finally:
+        engine.dispose()
 
 
 def hj212_quirk_counts(engine: Engine, analyzer_id: str | None = None) -> dict[str, dict[str, int]]:
@@ -105,14 +129,14 @@ def hj212_quirk_counts(engine: Engine, analyzer_id: str | None = None) -> dict[s
     ----------
     HJ 212-2017, Tables 2 and 3 (the limits the quirks exceed).
     """
-    t = Hj212Frame.__table__
-    q = (sa.select(t.c.analyzer_id, t.c.quirks, sa.func.count()).where(t.c.quirks.is_not(None))
-         .group_by(t.c.analyzer_id, t.c.quirks))
-    if analyzer_id is not None:
-        q = q.where(t.c.analyzer_id == analyzer_id)
+    import sqlalchemy as sa
+
+    sql = ("SELECT analyzer_id, quirks, count(*) FROM hj212_frame WHERE quirks IS NOT NULL"
+           + (" AND analyzer_id = :a" if analyzer_id is not None else "")
+           + " GROUP BY analyzer_id, quirks")
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
-        for aid, quirks, n in conn.execute(q):
+        for aid, quirks, n in conn.execute(sa.text(sql), {"a": analyzer_id}):
             per = out.setdefault(aid, {})
             for name in quirks.split(","):
                 per[name] = per.get(name, 0) + int(n)

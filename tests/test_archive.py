@@ -319,3 +319,35 @@ def test_archive_compact_sets_aside_unarchivable_rows_and_names_them(engine, reg
         reasons = conn.execute(sa.text("select reason from dead_letter")).scalars().all()
     assert len(reasons) == 3 and all(r.startswith("compaction: hot-store reading id ") for r in reasons)
     assert compact(engine, tmp_path / "archive", registry).days == []  # nothing left behind
+
+
+def test_archive_compact_deletes_exactly_its_rows_among_interleaved_ids(engine, registry, tmp_path):
+    # ids of another station's rows (and of the next day) interleave with the archived ones:
+    # long runs of consecutive ids are deleted as ranges, the rest one by one
+    from envcal.archive import compact_day
+
+    sync_registry(engine, registry)
+    mine = _rows(T0, 40)
+    other = [{**r, "analyzer_id": "HZ-AQ02-PM"} for r in mine if r["analyzer_id"] == "HZ-AQ01-PM"]
+    later = [{**r, "ts": r["ts"] + dt.timedelta(days=1)} for r in mine[:30]]
+    _insert(engine, mine[:200])              # a long run of this station-day
+    for n, k in enumerate(range(200, len(mine), 3)):  # then short runs between foreign rows
+        _insert(engine, mine[k:k + 3])
+        _insert(engine, [other[n % len(other)] if n < 20 else later[n % 30]])
+    _insert(engine, other[20:])
+    before = _hot_count(engine)
+    res = compact_day(engine, tmp_path / "archive", ST, DAY, registry)
+    assert res.rows_deleted == len(mine)
+    with engine.connect() as conn:
+        left = conn.execute(sa.select(Reading.analyzer_id, Reading.ts)).all()
+    assert len(left) == before - len(mine)
+    assert all(a == "HZ-AQ02-PM" or ts.date() > DAY for a, ts in left)
+
+
+def test_archive_compact_reports_progress_per_station_day(engine, registry, loaded, tmp_path):
+    _insert(engine, [{**r, "ts": r["ts"] + dt.timedelta(days=1)} for r in loaded[:50]])
+    seen = []
+    rep = compact(engine, tmp_path / "archive", registry, before=DAY + dt.timedelta(days=2),
+                  progress=lambda done, total, st, day: seen.append((done, total, st, day)))
+    assert seen == [(0, 2, ST, DAY), (1, 2, ST, DAY + dt.timedelta(days=1))]
+    assert len(rep.days) == 2

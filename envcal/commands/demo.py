@@ -16,7 +16,9 @@ def demo(
                                   "return after the summary"),
     duration: float = typer.Option(None, "--duration", min=1.0, help="Wall-time budget of the "
                                    "fast-forward [s] (default: until the simulation is ingested; "
-                                   "the speed is chosen so it takes about 120 s)"),
+                                   "the simulator publishes 30 days in about 120 s, and "
+                                   "ingest, verification and compaction finish after it: "
+                                   "about 4-5 min in all on a 2-core machine)"),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout "
                                  "(status lines go to stderr)"),
     workdir: Path = typer.Option(None, "--workdir", help="Working folder (default: a fresh "

@@ -5,12 +5,6 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.console import Console
-from rich.table import Table
-
-from envcal.config import db_url
-from envcal.db import make_engine
-from envcal.stats import stats as compute
 
 
 def stats(
@@ -18,15 +12,24 @@ def stats(
     as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
 ) -> None:
     """Counts: readings (hot and archived), dead letters, data gaps, check summaries, HJ 212
-    frames, ingest batches, alerts, results."""
-    engine = make_engine(db_url(db))
+    frames, quirks and backfill, ingest batches, conflicts, alerts, results."""
+    from envcal.config import db_url
+    from envcal.stats import stats_at
+
+    url = db_url(db)
     try:
-        counts = compute(engine)
-    finally:
-        engine.dispose()
+        counts = stats_at(url)
+    except Exception as exc:  # noqa: BLE001 - sqlite3 or SQLAlchemy: one line for the user
+        typer.echo(f"envcal stats: cannot read {url}: {exc.__class__.__name__}: "
+                   f"{str(exc).splitlines()[0] if str(exc) else ''} "
+                   "(run `envcal db upgrade --db URL` first?)", err=True)
+        raise typer.Exit(2) from None
     if as_json:
         typer.echo(json.dumps(counts))
         return
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="envcal stats")
     table.add_column("what")
     table.add_column("count", justify="right")

@@ -13,6 +13,7 @@ from envcal.protocols.json_v1 import (
     MAX_PAYLOAD,
     decode_check_summary,
     decode_readings,
+    decode_readings_reference,
     encode_check_summary,
     encode_readings,
 )
@@ -333,3 +334,38 @@ def test_decode_check_summary_one_field_replaced_only_protocol_error(key, new):
 
 def test_utc8_is_china_standard_time():
     assert UTC8.utcoffset(None) == dt.timedelta(hours=8)
+
+
+def _outcome(fn, payload: bytes):
+    try:
+        return fn(payload, now=NOW)
+    except ProtocolError as exc:
+        return f"error: {exc}"
+
+
+@settings(max_examples=400, deadline=1000)
+@given(path=st.sampled_from(_PATHS), new=json_values, as_list=st.booleans())
+def test_decode_readings_fast_path_agrees_with_reference(path, new, as_list):
+    obj = json.loads(DESIGN_EXAMPLE)
+    target = obj
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = new
+    payload = json.dumps([obj, obj] if as_list else obj).encode()
+    assert _outcome(decode_readings, payload) == _outcome(decode_readings_reference, payload)
+
+
+@pytest.mark.parametrize("payload", [
+    b'{"ts": 0, "values": {"a": 1, "a": 2}}',
+    b'{"ts": 0, "values": {"a": 1}, "flags": {"a": "N", "a": "D"}}',
+    b'{"ts": 0, "values": {"a": 1}, "check": {"id": "x", "id": "y", "kind": "span", "phase": "run"}}',
+    b'{"ts": 0, "values": {"a": 1}, "check": {"id": ":", "kind": "span", "phase": "run"}, "ts": 1}',
+    b'{"ts": "2026-11-27T08:00:00+08:00", "ts": "2026-11-27T08:00:01+08:00", "values": {"a": 1}}',
+    b'[{"ts": 0, "values": {"a": 1}}, {"ts": 0, "seq": 1, "seq": 2, "values": {"a": 1}}]',
+])
+def test_decode_readings_refuses_every_duplicate_key(payload):
+    assert "duplicate key" in why(payload)
+
+
+def test_decode_readings_fast_path_matches_reference_on_design_example():
+    assert decode_readings(DESIGN_EXAMPLE, now=NOW) == decode_readings_reference(DESIGN_EXAMPLE, now=NOW)

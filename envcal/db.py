@@ -105,8 +105,6 @@ def schema_diff(engine: Engine) -> list:
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error."""
-    from sqlmodel import Session
-
     with Session(engine, expire_on_commit=False) as session:
         try:
             yield session

@@ -12,7 +12,9 @@ tests run every count on a migrated database), never a silently missing key.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -93,9 +95,6 @@ def stats_at(url: str, names: Iterable[str] | None = None) -> dict[str, int]:
     qs = _queries(names)
     path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
     if path and path != ":memory:" and "?" not in path:
-        import sqlite3
-        from pathlib import Path
-
         con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
         try:
             return {n: int(con.execute(q).fetchone()[0]) for n, q in qs}

@@ -5,6 +5,11 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from envcal.config import db_url
+from envcal.stats import stats_at
 
 
 def stats(
@@ -13,9 +18,6 @@ def stats(
 ) -> None:
     """Counts: readings (hot and archived), dead letters, data gaps, check summaries, HJ 212
     frames, quirks and backfill, ingest batches, conflicts, alerts, results."""
-    from envcal.config import db_url
-    from envcal.stats import stats_at
-
     url = db_url(db)
     try:
         counts = stats_at(url)
@@ -27,9 +29,6 @@ def stats(
     if as_json:
         typer.echo(json.dumps(counts))
         return
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title="envcal stats")
     table.add_column("what")
     table.add_column("count", justify="right")

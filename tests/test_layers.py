@@ -28,6 +28,12 @@ PURE = (
     "envcal.checks.result", "envcal.rules", "envcal.numba_cache",
 )
 
+#: models that must become pure but still live with their storage code (another area's
+#: module); the lead splits them at merge (certificates/model.py), then moves them to PURE
+PURE_PENDING: dict[str, str] = {
+    "envcal.certificates": "CertificateDoc and the unit conversion sit with the import/revoke code",
+}
+
 #: import cycles still present, as sorted tuples of the modules of one strongly connected
 #: component; the lead empties this at merge
 ALLOWED_CYCLES: set[tuple[str, ...]] = set()
@@ -132,6 +138,15 @@ def test_layers_pure_modules_import_no_storage_mqtt_or_ui():
                     bad.append(f"{mod}: {m} imports {name}" + ("" if lvl else " (in a function)"))
             todo.extend(_envcal_deps(m, module_level_only=True))
     assert bad == []
+
+
+def test_layers_pure_pending_still_listed_for_a_reason():
+    code = ("import sys\n"
+            f"for m in {list(PURE_PENDING)!r}:\n"
+            "    __import__(m)\n"
+            f"print(bool([k for k in sys.modules if k.split('.')[0] in {FORBIDDEN!r}]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", "PURE_PENDING modules are pure now: move them to PURE"
 
 
 def test_layers_pure_modules_at_run_time():

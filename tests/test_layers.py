@@ -244,6 +244,8 @@ REWORKED = (
     "envcal.codes", "envcal.checks", "envcal.checks.core", "envcal.checks.result",
     "envcal.checks.extract", "envcal.checks.store", "envcal.checks.verifier", "envcal.verify",
     "envcal.state", "envcal.stats", "envcal.trends", "envcal.views", "envcal.alerts",
+    "envcal.alerts.common", "envcal.alerts.config", "envcal.alerts.engine",
+    "envcal.alerts.periods", "envcal.alerts.staff",
     "envcal.kernels", "envcal.kernels_ref", "envcal.rules", "envcal.rules.confirmations",
     "envcal.data_quality", "envcal.replay_dask", "envcal.validation", "envcal.models",
     "envcal.db", "envcal.sqltypes", "envcal.numba_cache", "envcal.protocols.records",

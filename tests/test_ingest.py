@@ -28,8 +28,9 @@ from support.mqtt_ingest import (
 from support.mqtt_ingest import now_utc as _now
 
 from envcal import models
-from envcal.ingest import IngestCore, IngestService, Message, stats, topics
+from envcal.ingest import IngestCore, IngestService, Message, topics
 from envcal.registry import sync_registry
+from envcal.stats import stats
 
 HJ_AZ, HJ_MN = "JX-PP01-CEMS", "33040000000001"
 HJ_TOPIC = f"envcal/ZJ-JX-PP01/{HJ_AZ}/hj212"

@@ -76,6 +76,6 @@ def test_compact_disk_full_reports_keeps_rows_then_succeeds(small_disk, tmp_path
     assert count(eng, "archive_file") == 1
     files = _files(small_disk)
     assert len(files) == 1 and files[0].endswith(f"{day:%Y%m%d}.nc"), files
-    from envcal.ingest import stats
+    from envcal.stats import stats
     assert stats(eng, ["readings"])["readings"] == n_rows  # archived values still counted
     eng.dispose()

@@ -101,15 +101,17 @@ def list_results(engine: Engine, *, analyzer: str | None = None, analyte: str | 
     return out
 
 
-def previous_mean(engine: Engine, analyzer_id: str, analyte: str, kind: str,
-                  before: dt.datetime, check_id: str) -> float | None:
-    """Mean of the newest valid result of this channel and kind ending before ``before``
-    [channel unit] (None: none), the base of a drift (HJ 75-2017 clause 7.3)."""
+def previous_result(engine: Engine, analyzer_id: str, analyte: str, kind: str,
+                    before: dt.datetime, exclude: Sequence[str]) -> tuple[float, dt.datetime] | None:
+    """(mean [channel unit], end) of the newest valid stored result of this channel and kind
+    ending before ``before``, among checks not in ``exclude`` (None: none) — the base of a
+    drift (HJ 75-2017 clause 7.3)."""
     c = CheckResultRow.__table__.c
-    q = (sa.select(c.mean).where(c.analyzer_id == analyzer_id, c.analyte == analyte,
-                                 c.kind == kind, c.end < before, c.check_id != check_id,
-                                 c.verdict != "invalid", c.mean.is_not(None))
+    q = (sa.select(c.mean, c.end).where(c.analyzer_id == analyzer_id, c.analyte == analyte,
+                                        c.kind == kind, c.end < before,
+                                        c.check_id.not_in(list(exclude)),
+                                        c.verdict != "invalid", c.mean.is_not(None))
          .order_by(c.end.desc()).limit(1))
     with engine.connect() as conn:
-        v = conn.execute(q).scalar()
-    return None if v is None else float(v)
+        row = conn.execute(q).first()
+    return None if row is None else (float(row[0]), row[1])

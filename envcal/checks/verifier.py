@@ -54,7 +54,7 @@ from envcal.checks.extract import (
     summary_to_check,
 )
 from envcal.checks.result import CheckResult
-from envcal.checks.store import previous_result, store_results
+from envcal.checks.store import previous_results, store_results
 from envcal.models import CheckSummaryRecord
 from envcal.registry import AnalyzerSpec, Registry
 from envcal.rules import RulePack
@@ -160,18 +160,22 @@ class Verifier:
             in_batch.setdefault((r.analyzer, r.analyte, r.kind), []).append(r.check_id)
         refs: list[Reference] = []
         packs: list[RulePack] = []
-        stored: list[tuple[float, dt.datetime] | None] = []
         for levels in units:
-            r = levels[0]
-            analyzer = self.registry.analyzers[r.analyzer]
+            analyzer = self.registry.analyzers[levels[0].analyzer]
             pack = self.packs[analyzer.rule_pack]
             for lv in levels:
                 refs.append(self.reference(analyzer, lv.analyte, lv.kind, lv.material, lv.end,
                                            pack))
                 packs.append(pack)
-            stored.append(previous_result(self.engine, r.analyzer, r.analyte, r.kind,
-                                          min(lv.start for lv in levels),
-                                          in_batch[(r.analyzer, r.analyte, r.kind)]))
+        starts = [min(lv.start for lv in levels) for levels in units]
+        stored: list[tuple[float, dt.datetime] | None] = [None] * len(units)
+        by_key: dict[tuple[str, str, str], list[int]] = {}
+        for u, levels in enumerate(units):
+            by_key.setdefault((levels[0].analyzer, levels[0].analyte, levels[0].kind), []).append(u)
+        for key, members in by_key.items():
+            got = previous_results(self.engine, *key, [starts[u] for u in members], in_batch[key])
+            for u, g in zip(members, got, strict=True):
+                stored[u] = g
         prev: list[float | None] = [None if p is None else p[0] for p in stored]
         results: list[CheckResult | None] = [None] * len(units)
         todo = list(range(len(units)))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sqlalchemy as sa
 
 from envcal.certificates import import_certificate
 from envcal.models import Reading
@@ -277,3 +278,25 @@ def test_verify_device_summary_reevaluated_with_our_rules(world):
     # evaluated once: a second pass finds nothing pending
     v = Verifier(engine, registry)
     assert v.verify_pending() == []
+
+
+def test_verify_batch_drift_chain_equals_one_by_one(world, tmp_path):
+    """A batch (replay) with several checks of one channel judges each against the previous
+    one in the batch, exactly as evaluating them one at a time in time order."""
+    engine, registry = world
+    for d in range(4):
+        _add_check(engine, "NB-PP02-CEMS", "SO2", f"CK-Z{d}", "zero", "",
+                   _step(0.4 + 0.5 * d), t0=T0 + dt.timedelta(days=d))
+    v = Verifier(engine, registry)
+    checks = [load_check(engine, "NB-PP02-CEMS", f"CK-Z{d}") for d in range(4)]
+    batch = {r["check_id"]: r for r in v.evaluate_and_store(checks)}
+    with engine.begin() as conn:
+        conn.execute(sa.text("delete from check_result"))
+    one = {}
+    for c in checks:
+        one.update({r["check_id"]: r for r in v.evaluate_and_store([c])})
+    assert batch == one
+    assert batch["CK-Z0"]["drift_fs_pct"] is None
+    for d in (1, 2, 3):  # drift against the previous check's mean, % of the 200 mg/m3 span
+        prev, cur = batch[f"CK-Z{d - 1}"], batch[f"CK-Z{d}"]
+        assert cur["drift_fs_pct"] == pytest.approx((cur["mean"] - prev["mean"]) / 200.0 * 100.0)

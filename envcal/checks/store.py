@@ -8,6 +8,7 @@ Rows are written from :meth:`envcal.checks.result.CheckResult.to_row` and read b
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -101,15 +102,28 @@ def list_results(engine: Engine, *, analyzer: str | None = None, analyte: str | 
     return out
 
 
-def previous_mean(engine: Engine, analyzer_id: str, analyte: str, kind: str,
-                  before: dt.datetime, check_id: str) -> float | None:
-    """Mean of the newest valid result of this channel and kind ending before ``before``
-    [channel unit] (None: none), the base of a drift (HJ 75-2017 clause 7.3)."""
+def previous_results(engine: Engine, analyzer_id: str, analyte: str, kind: str,
+                     starts: Sequence[dt.datetime],
+                     exclude: Sequence[str]) -> list[tuple[float, dt.datetime] | None]:
+    """For each time in ``starts``: (mean [channel unit], end) of the newest valid stored
+    result of this channel and kind ending before it, among checks not in ``exclude``
+    (None: none) — the base of a drift (HJ 75-2017 clause 7.3). Two queries per channel."""
+    if not starts:
+        return []
     c = CheckResultRow.__table__.c
-    q = (sa.select(c.mean).where(c.analyzer_id == analyzer_id, c.analyte == analyte,
-                                 c.kind == kind, c.end < before, c.check_id != check_id,
-                                 c.verdict != "invalid", c.mean.is_not(None))
-         .order_by(c.end.desc()).limit(1))
+    mine = sa.and_(c.analyzer_id == analyzer_id, c.analyte == analyte, c.kind == kind,
+                   c.check_id.not_in(list(exclude)), c.verdict != "invalid",
+                   c.mean.is_not(None))
+    lo, hi = min(starts), max(starts)
     with engine.connect() as conn:
-        v = conn.execute(q).scalar()
-    return None if v is None else float(v)
+        before = conn.execute(sa.select(c.end, c.mean).where(mine, c.end < lo)
+                              .order_by(c.end.desc()).limit(1)).all()
+        inside = conn.execute(sa.select(c.end, c.mean).where(mine, c.end >= lo, c.end < hi)
+                              .order_by(c.end)).all()
+    rows = [(e, float(m)) for e, m in before + inside]
+    ends = [e for e, _ in rows]
+    out: list[tuple[float, dt.datetime] | None] = []
+    for t in starts:
+        i = bisect.bisect_left(ends, t) - 1
+        out.append(None if i < 0 else (rows[i][1], rows[i][0]))
+    return out

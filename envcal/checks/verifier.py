@@ -5,10 +5,15 @@ it first reads everything an evaluation needs (the channel, the certified value 
 material at the check's end from :mod:`envcal.certificates` with the pack's molar volume,
 the mean of the previous valid check of the same kind), then judges all of them in one
 call of :func:`envcal.checks.core.evaluate_many` (the batch kernel with its verdict
-stage), then stores the results and hands their JSON to the listeners. Checks of the same
-channel and kind are judged in time order (the drift of a check rests on the previous
-one's stored mean): a batch is split into generations in which every channel and kind
-occurs at most once.
+stage), then stores the results in one transaction and hands their JSON to the listeners.
+
+The drift of a check rests on the mean of the previous valid check of the same channel and
+kind, which may be in the same batch (a replay). The batch is therefore judged to a fixed
+point: first every check against the newest valid stored result not in the batch, then
+each check whose previous valid check (stored, or in the batch by end time) has another
+mean is judged again with it, until nothing changes. Means and plateaus do not depend on
+the previous check, only drift and validity do, so this ends after a few rounds and gives
+the results of judging the checks one by one in time order.
 
 References
 ----------
@@ -18,6 +23,7 @@ HJ 75-2017 clause 7 and Appendix A; HJ 355-2019; ISO 13528:2022 §9.7; ISO Guide
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -48,7 +54,7 @@ from envcal.checks.extract import (
     summary_to_check,
 )
 from envcal.checks.result import CheckResult
-from envcal.checks.store import previous_mean, store_results
+from envcal.checks.store import previous_results, store_results
 from envcal.models import CheckSummaryRecord
 from envcal.registry import AnalyzerSpec, Registry
 from envcal.rules import RulePack
@@ -131,24 +137,61 @@ class Verifier:
                 completeness=check.completeness) for k, (a, b) in enumerate(segments)])
         return out
 
-    def case(self, r: ChannelReadings) -> Case:
-        """Gather the inputs of one channel check (database reads happen here)."""
-        analyzer = self.registry.analyzers[r.analyzer]
-        pack = self.packs[analyzer.rule_pack]
-        ref = self.reference(analyzer, r.analyte, r.kind, r.material, r.end, pack)
-        prev = previous_mean(self.engine, r.analyzer, r.analyte, r.kind, r.start, r.check_id)
-        return Case(r, ref, prev, pack)
-
     # -- evaluation ----------------------------------------------------------------------
     def evaluate(self, check: CheckReadings) -> list[CheckResult]:
         """Evaluate one check: one result per analyte (levels combined for linearity)."""
-        channels = self.channel_readings(check)
-        flat = evaluate_many([self.case(lv) for levels in channels for lv in levels])
-        out, i = [], 0
-        for levels in channels:
-            out.append(combine_levels(flat[i:i + len(levels)]))
-            i += len(levels)
-        return out
+        return self.evaluate_many([check])
+
+    def evaluate_many(self, checks: Sequence[CheckReadings]) -> list[CheckResult]:
+        """Judge checks (in time order) without storing: one result per channel check.
+
+        Reads the inputs (references, previous stored results), then calls the pure core
+        to a fixed point (see the module docstring).
+        """
+        units = [levels for c in checks for levels in self.channel_readings(c)]
+        if not units:
+            return []
+        offsets = [0]
+        for levels in units:
+            offsets.append(offsets[-1] + len(levels))
+        in_batch: dict[tuple[str, str, str], list[str]] = {}
+        for levels in units:
+            r = levels[0]
+            in_batch.setdefault((r.analyzer, r.analyte, r.kind), []).append(r.check_id)
+        refs: list[Reference] = []
+        packs: list[RulePack] = []
+        for levels in units:
+            analyzer = self.registry.analyzers[levels[0].analyzer]
+            pack = self.packs[analyzer.rule_pack]
+            for lv in levels:
+                refs.append(self.reference(analyzer, lv.analyte, lv.kind, lv.material, lv.end,
+                                           pack))
+                packs.append(pack)
+        starts = [min(lv.start for lv in levels) for levels in units]
+        stored: list[tuple[float, dt.datetime] | None] = [None] * len(units)
+        by_key: dict[tuple[str, str, str], list[int]] = {}
+        for u, levels in enumerate(units):
+            by_key.setdefault((levels[0].analyzer, levels[0].analyte, levels[0].kind), []).append(u)
+        for key, members in by_key.items():
+            got = previous_results(self.engine, *key, [starts[u] for u in members], in_batch[key])
+            for u, g in zip(members, got, strict=True):
+                stored[u] = g
+        prev: list[float | None] = [None if p is None else p[0] for p in stored]
+        results: list[CheckResult | None] = [None] * len(units)
+        todo = list(range(len(units)))
+        while todo:
+            cases = [Case(lv, refs[offsets[u] + k], prev[u], packs[offsets[u] + k])
+                     for u in todo for k, lv in enumerate(units[u])]
+            got = evaluate_many(cases)
+            j = 0
+            for u in todo:
+                n = len(units[u])
+                results[u] = combine_levels(got[j:j + n])
+                j += n
+            chained = _chain(units, results, stored)
+            todo = [u for u in range(len(units)) if chained[u] != prev[u]]
+            prev = chained
+        return [r for r in results if r is not None]
 
     def evaluate_and_store(self, checks: Iterable[CheckReadings], *,
                            only_new: bool = False) -> list[CheckResult]:
@@ -168,17 +211,7 @@ class Verifier:
         """
         todo = sorted((c for c in checks if len(c.ts) and c.analyzer_id in self.registry.analyzers),
                       key=lambda c: (c.ts[-1], c.check_id))
-        out: list[CheckResult] = []
-        for generation in _generations(todo):
-            channels = [self.channel_readings(c) for c in generation]
-            flat = evaluate_many([self.case(lv) for ch in channels for levels in ch
-                                  for lv in levels])
-            results, i = [], 0
-            for ch in channels:
-                for levels in ch:
-                    results.append(combine_levels(flat[i:i + len(levels)]))
-                    i += len(levels)
-            out.extend(store_results(self.engine, results, only_new=only_new))
+        out = store_results(self.engine, self.evaluate_many(todo), only_new=only_new)
         if out:
             payload = [r.to_json() for r in out]
             for fn in self.listeners:
@@ -240,20 +273,31 @@ class Verifier:
         return self.evaluate_and_store(checks)
 
 
-def _generations(checks: Sequence[CheckReadings]) -> list[list[CheckReadings]]:
-    """Split time-ordered checks so that each (analyzer, analyte, kind) occurs at most once
-    per generation, and a check comes after every earlier check of its channels."""
-    last: dict[tuple[str, str, str], int] = {}
-    gens: list[list[CheckReadings]] = []
-    for c in checks:
-        keys = [(c.analyzer_id, str(a), c.kind) for a in set(c.analyte.tolist())]
-        g = max((last[k] + 1 for k in keys if k in last), default=0)
-        for k in keys:
-            last[k] = g
-        while len(gens) <= g:
-            gens.append([])
-        gens[g].append(c)
-    return gens
+def _chain(units: Sequence[Sequence[ChannelReadings]], results: Sequence[CheckResult | None],
+           stored: Sequence[tuple[float, dt.datetime] | None]) -> list[float | None]:
+    """Per channel check: the mean of its previous valid check — the newest by end time of
+    the stored one and the valid results in the batch of the same channel and kind that
+    end before it starts (another check id)."""
+    by_key: dict[tuple[str, str, str], list[int]] = {}
+    for u, levels in enumerate(units):
+        r = levels[0]
+        by_key.setdefault((r.analyzer, r.analyte, r.kind), []).append(u)
+    out: list[float | None] = [None] * len(units)
+    for members in by_key.values():
+        valid = sorted((r.end, r.mean, r.check_id) for w in members
+                       if (r := results[w]) is not None and r.verdict != "invalid"
+                       and r.mean is not None)
+        ends = [v[0] for v in valid]
+        for u in members:
+            start = min(lv.start for lv in units[u])
+            best = stored[u]
+            i = bisect.bisect_left(ends, start) - 1
+            while i >= 0 and valid[i][2] == units[u][0].check_id:
+                i -= 1
+            if i >= 0 and (best is None or valid[i][0] > best[1]):
+                best = (valid[i][1], valid[i][0])
+            out[u] = None if best is None else best[0]
+    return out
 
 
 def replay(verifier: Verifier, archive_dir: str | Path | None, start: dt.datetime,

@@ -355,11 +355,12 @@ def _registry(path: Path, n: int) -> list[str]:
     return mns
 
 
-async def _many(port: int, mns: list[str], rounds: int, period: float, on_connected) -> list[float]:
+async def _many(port: int, mns: list[str], rounds: int, period: float,
+                on_connected) -> list[list[float]]:
     from envcal.protocols.hj212 import encode_frame
     from envcal.protocols.records import UTC8
 
-    latencies: list[float] = []
+    latencies: list[list[float]] = [[] for _ in range(rounds)]
     conns = []
     for i in range(0, len(mns), 100):  # the listen backlog
         conns += await asyncio.gather(*(asyncio.open_connection("127.0.0.1", port) for _ in mns[i:i + 100]))
@@ -382,7 +383,7 @@ async def _many(port: int, mns: list[str], rounds: int, period: float, on_connec
                 if not data:
                     raise ConnectionError(f"{mn}: gateway closed the connection")
                 buf += data
-            latencies.append(time.perf_counter() - sent)
+            latencies[k].append(time.perf_counter() - sent)
         w.close()
 
     await asyncio.gather(*(dau(j, mn, r, w) for j, (mn, (r, w)) in enumerate(zip(mns, conns, strict=True))))
@@ -418,16 +419,21 @@ def _concurrent(quick: bool) -> dict:
                     marks["connected"] = time.monotonic()
 
                 t0 = time.monotonic()
-                lat = asyncio.run(_many(port, mns, rounds, PERIOD_S if not quick else 5.0, connected))
+                per_round = asyncio.run(_many(port, mns, rounds, PERIOD_S if not quick else 5.0, connected))
                 rss1 = proc.memory_info().rss
                 elapsed = time.monotonic() - t0
             finally:
                 _stop(gw)
-    lat.sort()
-    p50, p99 = lat[len(lat) // 2], lat[min(len(lat) - 1, int(0.99 * len(lat)))]
+    def p(values: list[float], q: float) -> float:
+        v = sorted(values)
+        return v[min(len(v) - 1, int(q * len(v)))]
+
+    lat = sorted(x for r in per_round for x in r)
+    p50, p99 = p(lat, 0.5), p(lat, 0.99)
     return row("gateway_10k_daus", p99, None, None, connections=n, frames=len(lat),
                p50_s=p50, p99_s=p99, max_s=lat[-1], rss_idle_mib=rss0 / 2**20,
                rss_connected_mib=rss1 / 2**20, rss_per_connection_kib=(rss1 - rss0) / n / 1024,
+               p99_by_round_s=[p(r, 0.99) for r in per_round],
                connect_s=marks.get("connected", t0) - t0, seconds=elapsed,
                period_s=PERIOD_S if not quick else 5.0, rounds=rounds)
 

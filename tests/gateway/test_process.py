@@ -91,13 +91,13 @@ def test_gateway_cli_send_and_devices(mosquitto, gateway, gw_engine, sqlite_url)
     dau.wait(lambda f: f.cn == "9014")
     common = ("--db", sqlite_url, "--broker", mosquitto.url, "--stations", str(STATIONS))
     ok = _cli("send", "3011", "--mn", MN17, "--param", "PolId=a21026", "--user", "li", *common)
-    assert ok.returncode == 0, ok.stderr
-    assert ok.stdout.startswith("✓ CN 3011 to " + MN17)
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert ok.stdout.startswith("✓ CN 3011 to " + MN17), (ok.stdout, ok.stderr)
     nobody = _cli("send", "3011", "--mn", MN17, "--param", "PolId=a21026", "--user", "nobody", *common)
-    assert nobody.returncode == 2 and "no such enabled account" in nobody.stderr
+    assert nobody.returncode == 2 and "no such enabled account" in nobody.stderr, nobody.stderr
     dev = _cli("devices", "--json", "--broker", mosquitto.url)
-    assert dev.returncode == 0, dev.stderr
+    assert dev.returncode == 0, (dev.stdout, dev.stderr)
     state = json.loads(dev.stdout)
     d17 = [d for d in state["devices"] if d["mn"] == MN17][0]
-    assert d17["online"] and d17["version"] == "2017" and d17["counts"]["frames"] >= 1
+    assert d17["online"] and d17["version"] == "2017" and d17["counts"]["frames"] >= 1, state
     dau.close()

@@ -34,18 +34,18 @@ def test_gateway_dead_letter_strict(payload, why):
         decode_gateway_dead_letter(payload)
 
 
-def test_ingest_stores_gateway_refusal_with_peer(sqlite_engine, registry):
+def test_ingest_stores_gateway_refusal_with_peer(engine, registry):
     from envcal.registry import sync_registry
 
-    sync_registry(sqlite_engine, registry)
-    core = IngestCore(sqlite_engine, registry)
+    sync_registry(engine, registry)
+    core = IngestCore(engine, registry)
     raw = b"##0010garbage\r\n"
     ok = encode_gateway_dead_letter(GatewayDeadLetter(peer="10.0.0.7:40112", reason="unknown MN",
                                                       raw=raw, analyzer_id="JX-PP01-CEMS"))
     bad = b'{"peer": "x"}'
     r = core.ingest([(GATEWAY_TOPIC, ok), (GATEWAY_TOPIC, bad)])
     assert r.dead_letters == 2
-    with sqlite_engine.connect() as c:
+    with engine.connect() as c:
         rows = c.execute(sa.text("select payload, reason, peer, analyzer_id from dead_letter order by id")).all()
     assert (rows[0].payload, rows[0].reason, rows[0].peer, rows[0].analyzer_id) == (
         raw, "gateway: unknown MN", "10.0.0.7:40112", "JX-PP01-CEMS")

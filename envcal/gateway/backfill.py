@@ -91,6 +91,10 @@ class Backfill:
         Least time between two automatic requests of the whole gateway [s].
     max_span : datetime.timedelta
         Longest period asked for at once (a longer hole is asked for its newest part).
+
+    References
+    ----------
+    HJ 212-2017, Table 9 and Appendix C Tables C.20-C.22 (history requests).
     """
 
     CNS = frozenset({"2031", "2051", "2061"})

@@ -44,6 +44,16 @@ PARAMS: dict[str, tuple[str, ...]] = {"1011": ("PolId",), "1012": ("PolId",),
                                       "3024": ("PolId",)}
 
 
+#: The uploads that answer each command. HJ 212-2017 gives a history upload a QN of its own
+#: (Appendix C Table C.21: request QN ...223, upload QN ...534), so an upload belongs to the
+#: command running on its MN by its CN; one with the command's QN belongs to it anyway.
+UPLOAD_CNS: dict[str, frozenset[str]] = {
+    "1011": frozenset({"1011"}), "2031": frozenset({"2031"}), "2051": frozenset({"2051"}),
+    "2061": frozenset({"2061"}), "2062": frozenset({"2062"}), "3020": frozenset({"3020"}),
+    "3011": frozenset({"2062"}), "3024": frozenset({"2062"}),
+}
+
+
 class CommandError(ValueError):
     """A command that cannot be built (unknown CN, missing times, bad parameter)."""
 
@@ -143,6 +153,8 @@ class _Pending:
     cn: str
     qn: str
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
+    executing: bool = False  # QnRtn=1 came: uploads of its CNs belong to it
+    seen: set[str] = field(default_factory=set)  # digests of the uploads received
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,6 +181,10 @@ class Sequencer:
         Request-answer and execution timeout [s].
     retries : int
         Resends without a request answer.
+
+    References
+    ----------
+    HJ 212-2017, clauses 6.1 and 6.2 (Table 1), Appendix C.
     """
 
     def __init__(self, send: Callable[[str, bytes], Awaitable[bool]],
@@ -180,6 +196,7 @@ class Sequencer:
         self.retries = retries
         self.tz = tz
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._running: dict[str, _Pending] = {}  # by MN
         self._locks: dict[str, asyncio.Lock] = {}
         self._last_qn: dict[str, str] = {}
 
@@ -207,7 +224,11 @@ class Sequencer:
         """
         p = self._pending.get((frame.mn or "", frame.qn or ""))
         if p is None:
-            return False
+            run = self._running.get(frame.mn or "")
+            if (run is None or not run.executing or frame.cn in ("9011", "9012")
+                    or frame.cn not in UPLOAD_CNS.get(run.cn, ())):
+                return False
+            p = run
         p.events.put_nowait(frame)
         return True
 
@@ -221,6 +242,11 @@ class Sequencer:
             ``ok`` when QnRtn=1 and ExeRtn=1 arrived; otherwise ``error`` says what failed
             (no request answer after the retries, a refusal with its QnRtn, an execution
             timeout, an ExeRtn other than 1).
+
+        References
+        ----------
+        HJ 212-2017, clause 6.2.1 (request-answer timeout and resends), 6.2.2 (execution
+        timeout), Tables 6 and 7 (ExeRtn, QnRtn).
         """
         timeout = self.timeout if timeout is None else timeout
         retries = self.retries if retries is None else retries
@@ -237,7 +263,7 @@ class Sequencer:
         qn = res.qn = self._qn(mn)
         frame = wire.request(cn, qn=qn, st=tgt.st, pw=tgt.pw, mn=mn, ver=tgt.ver, cp=cp,
                              key=tgt.key)
-        p = self._pending[(mn, qn)] = _Pending(mn, cn, qn)
+        p = self._pending[(mn, qn)] = self._running[mn] = _Pending(mn, cn, qn)
         try:
             answered = None
             while res.attempts <= retries and answered is None:
@@ -254,6 +280,7 @@ class Sequencer:
             if res.qn_rtn != wire.QnRtn.READY:
                 res.error = f"request refused: QnRtn={res.qn_rtn} ({_name(wire.QnRtn, res.qn_rtn)})"
                 return res
+            p.executing = True
             while True:
                 ev = await self._next(p, timeout, want_answer=False, res=res)
                 if ev is None:
@@ -268,6 +295,7 @@ class Sequencer:
                     return res
         finally:
             self._pending.pop((mn, qn), None)
+            self._running.pop(mn, None)
             log.info("command %s to %s (QN %s): %s", cn, mn, qn,
                      "done" if res.ok else res.error)
 
@@ -297,6 +325,9 @@ class Sequencer:
             if f.cn == "9012":
                 res.exe_rtn = _code(f, "ExeRtn")
                 return f
+            if f.digest and f.digest in p.seen:
+                return f  # the DAU resent an upload (its 9014 was late): counted once
+            p.seen.add(f.digest)
             res.uploads.append({"cn": f.cn, "cp": _cp(f)})
             return f
 

@@ -127,6 +127,10 @@ def request(broker_url: str, body: dict, *, timeout: float = 60.0, username: str
     ------
     ControlError
         Broker unreachable, or no reply within ``timeout`` (is ``envcal gateway`` running?).
+
+    References
+    ----------
+    OASIS MQTT Version 5.0, §4.10 (request / response).
     """
     import paho.mqtt.client as mqtt
 
@@ -209,6 +213,10 @@ def send_command(engine, actor, broker_url: str, analyzer_id: str, mn: str, cn: 
         The actor's role may not command devices.
     ControlError, CommandError
         No gateway, or a command that cannot be built.
+
+    References
+    ----------
+    HJ 212-2017, Table 9 (commands), Appendix C; DESIGN.md section 4 (audit trail).
     """
     from sqlmodel import Session
 

@@ -42,6 +42,10 @@ class BrokerLink:
         MQTT keep-alive [s].
     will : (topic, payload), optional
         Last will, published retained by the broker if the gateway dies.
+
+    References
+    ----------
+    OASIS MQTT Version 5.0, §3.1.2.5 (will), §3.4 (PUBACK), §4.3.2 (QoS 1 delivery).
     """
 
     def __init__(self, broker_url: str, *, client_id: str = "envcal-gateway",

@@ -29,7 +29,7 @@ class Options:
     """Everything ``envcal gateway`` takes besides the registry."""
 
     broker_url: str
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # `envcal gateway --listen` always names it
     port: int = 21212
     limits: Limits = Limits()
     allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
@@ -93,6 +93,10 @@ async def run(registry: Registry, opts: Options, *, stop: asyncio.Event,
     ------
     GatewayStartError
         Broker unreachable within ``opts.broker_timeout``, or the address cannot be bound.
+
+    References
+    ----------
+    HJ 212-2017, clause 5 (TCP/IP transport); DESIGN.md section 2 (answer after hand-off).
     """
     link = BrokerLink(opts.broker_url, client_id=opts.client_id, username=opts.username,
                       password=opts.password, ca_file=opts.ca_file,

@@ -29,6 +29,7 @@ from envcal.dead_letters import GATEWAY_TOPIC, GatewayDeadLetter, encode_gateway
 from envcal.gateway import wire
 from envcal.gateway.commands import Sequencer, Target, build_cp
 from envcal.gateway.link import BrokerLink
+from envcal.protocols.hj212_codes import ST_BY_STATION_KIND
 from envcal.registry import AnalyzerSpec, Registry, hj212_options
 
 log = logging.getLogger("envcal.gateway")
@@ -37,13 +38,16 @@ log = logging.getLogger("envcal.gateway")
 DAU_REQUESTS = frozenset({"1013", "1014", "1001", "9015"})
 #: Answers from a DAU to the platform's commands.
 DAU_ANSWERS = frozenset({"9011", "9012", "9013", "9014"})
-#: System code (Table 5) by station kind, for commands to a DAU not yet heard from.
-ST_BY_KIND = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
 
 
 @dataclass(frozen=True)
 class Limits:
-    """Caps per gateway and per connection; each refusal is logged with the peer."""
+    """Caps per gateway and per connection; each refusal is logged with the peer.
+
+    References
+    ----------
+    HJ 212-2017, clause 6.3.1 Table 2 (frame and segment lengths).
+    """
 
     max_connections: int = 10_000
     max_buffer: int = 64 * 1024  # bytes read from a connection at once
@@ -121,6 +125,11 @@ class Gateway:
         SM4 keys of analyzers that encrypt CP (from the secrets file, never the registry).
     command_timeout, command_retries
         HJ 212-2017 Table 1 (default 10 s, 3 retries).
+
+    References
+    ----------
+    HJ 212-2017, clauses 6.1-6.3, Table 7 (QnRtn), Table 9 (CN 1013, 9011-9014), Appendix C
+    Table C.4; HJ 212-2025 notes 2.1 (9015 heartbeat), 2.2.1 (RF), F3.12-F3.15 (SM4).
     """
 
     def __init__(self, registry: Registry, link: BrokerLink, *, limits: Limits = Limits(),
@@ -157,7 +166,8 @@ class Gateway:
         sock = self._server.sockets[0].getsockname()
         self.address = (sock[0], sock[1])
         for a in self.by_mn.values():  # nothing is connected yet
-            self.link.publish_nowait(_topic(a, "status"), b"offline", retain=True)
+            if a.protocol == "hj212":  # an MN'd JSON analyzer keeps its own status
+                self.link.publish_nowait(_topic(a, "status"), b"offline", retain=True)
         return sock[0], sock[1]
 
     async def close(self) -> None:
@@ -349,7 +359,7 @@ class Gateway:
         mn = a.mn or ""
         dev = self.devices.get(mn)
         if dev is None:
-            st = ST_BY_KIND.get(self.registry.stations[a.station].kind, "32")
+            st = ST_BY_STATION_KIND.get(self.registry.stations[a.station].kind, "32")
             dev = self.devices[mn] = Device(mn=mn, analyzer_id=a.id, station=a.station, st=st,
                                             pw=a.pw or frame.pw or "")
         if frame.st and frame.st != "91":

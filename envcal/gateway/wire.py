@@ -22,6 +22,7 @@ __all__ = ["ExeRtn", "Frame", "FrameSplitter", "Hj212Error", "QnRtn", "Skipped",
 
 Hj212Error = hj212.Hj212Error
 Frame = hj212.Frame
+peek_header = hj212.peek_header
 
 
 def decode(raw: bytes, *, key: bytes | None = None, crc: str = "hj212",
@@ -36,19 +37,6 @@ def decode(raw: bytes, *, key: bytes | None = None, crc: str = "hj212",
     return hj212.decode_frame(raw, key=key, crc=crc, encoding=encoding)
 
 
-def peek_header(raw: bytes) -> dict[str, str]:
-    """QN, ST, CN, PW, MN and Flag of a frame, read without checking it (to look up the
-    analyzer's decode options, and to address the 9011 of a refused request)."""
-    out: dict[str, str] = {}
-    seg = raw[6:700]
-    end = seg.find(b"CP=")
-    for item in (seg[:end] if end >= 0 else seg).split(b";"):
-        k, sep, v = item.partition(b"=")
-        if sep and k in (b"QN", b"ST", b"CN", b"PW", b"MN", b"Flag") and len(v) <= 32:
-            out[k.decode("ascii", "replace")] = v.decode("ascii", "replace")
-    return out
-
-
 def answer(frame: Frame, cn: str, cp: str = "") -> bytes:
     """An answer to ``frame`` (9011 with ``cp="QnRtn=.."``, 9013, 9014) in the peer's version."""
     return hj212_commands.encode_answer(frame, cn, cp)
@@ -60,10 +48,8 @@ def answer_header(head: dict[str, str], cn: str, cp: str = "") -> bytes:
         flag = int(head.get("Flag", ""))
     except ValueError:
         flag = None
-    stub = Frame(qn=head.get("QN"), st=head.get("ST"), cn=head.get("CN", ""), pw=head.get("PW"),
-                 mn=head.get("MN"), flag=flag, pnum=None, pno=None, data_time=None, values={},
-                 flags={}, fields={}, raw="", version=flag_version(flag))
-    return hj212_commands.encode_answer(stub, cn, cp)
+    return hj212_commands.encode_answer_to(head.get("QN"), head.get("PW", ""), head.get("MN", ""),
+                                           flag_version(flag), cn, cp)
 
 
 def request(cn: str, *, qn: str, st: str, pw: str, mn: str, ver: int, cp: str,

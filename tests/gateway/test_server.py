@@ -192,3 +192,16 @@ def test_gateway_mn_assignment_and_key_exchange_left_to_operator(gateway, ingest
     wait_for(lambda: count(gw_engine, "dead_letter", "where reason like '%key exchange%'") == 1, 10,
              "1014 dead-lettered")
     dau.close()
+
+
+def test_gateway_quirky_frame_accepted_and_counted(gateway, ingest, gw_engine):
+    dau = SocketDau(gateway.address)
+    f = hj212.encode_frame(cn="2051", mn=MN17, qn="20261201080000040", st="31", pw=PW17, flag=5,
+                           cp="DataTime=20261201160000123;a21026-Avg=4.0,a21026-Flag=N")
+    dau.send(f)
+    dau.wait(lambda x: x.cn == "9014", what="answer to a frame with DataTime milliseconds")
+    wait_for(lambda: readings(gw_engine) == 1, 10, "stored")
+    assert gateway.gw.devices[MN17].counts["quirk:datetime_ms"] == 1
+    state = gateway.gw.state()
+    assert [d["counts"]["quirk:datetime_ms"] for d in state["devices"] if d["mn"] == MN17] == [1]
+    dau.close()

@@ -260,6 +260,16 @@ def _rows(db: Path) -> int:
         con.close()
 
 
+def _timed(port: int, frames: list[bytes], done: threading.Event, what: str) -> float:
+    """Warm up, then time from the first frame sent to the last row committed [s]."""
+    asyncio.run(_send_all(port, [_warm_frame()], conns=1))
+    t0 = time.perf_counter()
+    asyncio.run(_send_all(port, frames))
+    if not done.wait(600):
+        raise RuntimeError(f"{what}: rows not committed in time")
+    return time.perf_counter() - t0
+
+
 def _run_envcal(tmp: Path, k: int, frames: list[bytes]) -> tuple[float, int]:
     from envcal.broker import Mosquitto, free_port
     from envcal.ingest import IngestService
@@ -277,12 +287,7 @@ def _run_envcal(tmp: Path, k: int, frames: list[bytes]) -> tuple[float, int]:
         port = free_port()
         gw = _gateway(port, broker.url, ROOT / "stations")
         try:
-            asyncio.run(_send_all(port, [_warm_frame()], conns=1))
-            t0 = time.perf_counter()
-            asyncio.run(_send_all(port, frames))
-            if not done.wait(600):
-                raise RuntimeError("envcal: rows not committed in time")
-            elapsed = time.perf_counter() - t0
+            elapsed = _timed(port, frames, done, "envcal")
         finally:
             _stop(gw)
             svc.stop()
@@ -306,12 +311,7 @@ def _run_bare(tmp: Path, k: int, frames: list[bytes]) -> tuple[float, int]:
                                 start_new_session=True)
         try:
             _wait_port(port, proc, "bare server")
-            asyncio.run(_send_all(port, [_warm_frame()], conns=1))
-            t0 = time.perf_counter()
-            asyncio.run(_send_all(port, frames))
-            if not done.wait(600):
-                raise RuntimeError("bare: rows not committed in time")
-            elapsed = time.perf_counter() - t0
+            elapsed = _timed(port, frames, done, "bare")
         finally:
             _stop(proc)
             sub.disconnect()

@@ -25,7 +25,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -343,8 +343,8 @@ class IngestCore:
         except ValueError as exc:
             return self._dead(msg, None, str(exc), now)
         aid = d.analyzer_id if d.analyzer_id in self.registry.analyzers else None
-        p = self._dead(msg, aid, f"gateway: {d.reason}", now)
-        p.dead["payload"] = d.raw
+        # stored as the refused bytes themselves (the JSON wrapper only carried them)
+        p = self._dead(replace(msg, payload=d.raw), aid, f"gateway: {d.reason}", now)
         p.dead["peer"] = d.peer
         return p
 

@@ -168,7 +168,7 @@ def load_registry(paths: str | Path | Iterable[str | Path]) -> Registry:
         for f in _files(Path(p)):
             try:
                 data = tomllib.loads(f.read_text(encoding="utf-8"))
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError, or an int too long for Python
                 raise RegistryError(f"{f}: invalid TOML: {exc}") from None
             try:
                 parsed = _File.model_validate(data)
@@ -256,7 +256,7 @@ def load_hj212_keys(path: str | Path, registry: Registry | None = None) -> dict[
         data = tomllib.loads(p.read_text(encoding="utf-8"))
     except OSError as exc:
         raise RegistryError(f"{p}: cannot read HJ 212 secrets file: {exc.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError) as exc:  # TOMLDecodeError, or an int too long for Python
         raise RegistryError(f"{p}: invalid TOML: {exc}") from None
     try:
         parsed = _KeyFile.model_validate(data)

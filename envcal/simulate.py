@@ -1035,7 +1035,8 @@ class Simulator:
         Returns
         -------
         dict
-            ``stats`` plus ``uploaded`` (answered frames), ``resent``, ``mqtt`` and ``not_sent``.
+            ``stats`` plus ``uploaded`` (answered frames), ``unanswered`` (given up at the end),
+            ``resent``, ``mqtt`` and ``not_sent``.
 
         References
         ----------
@@ -1056,6 +1057,7 @@ class Simulator:
 
         from envcal.dau import Dau
         from envcal.protocols.hj212 import Hj212Error, decode_frame
+        from envcal.protocols.hj212_codes import DEFAULT_RETRIES as DAU_RETRIES
 
         if not self._built:
             self._build()
@@ -1071,7 +1073,7 @@ class Simulator:
             daus[aid] = d
         mqtt_client = self._mqtt(broker_url) if broker_url else None
         pending: dict[str, list] = {aid: [] for aid in daus}
-        counts = {"uploaded": 0, "mqtt": 0, "not_sent": 0, "raw": 0}
+        counts = {"uploaded": 0, "mqtt": 0, "not_sent": 0, "raw": 0, "unanswered": 0}
         infos: deque = deque()
         try:
             for d in daus.values():
@@ -1114,11 +1116,12 @@ class Simulator:
                     if hour != last_hour:
                         last_hour = hour
                         progress(sim_time, counts["uploaded"] + counts["mqtt"])
-            for q in pending.values():
-                for t in q:
-                    await t
-                    counts["uploaded"] += 1
-                q.clear()
+            # what is still unanswered gets Table 1's time and a reconnect, then counts as lost
+            left = [t for q in pending.values() for t in q]
+            if left:
+                done, _ = await asyncio.wait(left, timeout=2 * timeout_s * (DAU_RETRIES + 1) + 5)
+                counts["uploaded"] += len(done)
+                counts["unanswered"] = len(left) - len(done)
             _wait_acked(infos, f"message not acknowledged by {broker_url}")
         finally:
             for d in daus.values():

@@ -239,3 +239,23 @@ def test_dau_send_raw_glued_and_split_and_wait_answer():
             await d.stop()
             assert [f.qn for f in p.frames] == [q1, q2]
     run(main())
+
+
+def test_dau_takes_a_new_key_from_1014():
+    new = bytes(range(16))
+
+    async def main():
+        async with Platform(key=KEY) as p:
+            d = dau(p.port, version=2, key=KEY)
+            await d.start()
+            cn, cp = cmds.cmd_new_key(new, dt.datetime(2026, 1, 15, tzinfo=dt.UTC))
+            assert cp == "SKCreateTime=20260115080000;NewSK=000102030405060708090A0B0C0D0E0F"
+            await p.send(cmds.encode_request(cn, MN, "123456", "31", "20260115100000000", cp,
+                                             version=2, key=KEY))
+            await p.wait(lambda fs: "9012" in [f.cn for f in fs])
+            assert p.frames[-1].fields == {"ExeRtn": "1"} and d.key == new
+            p.key = new  # from now on the DAU encrypts with the new key
+            await d.upload("2011", T0, "a21026-Rtd=22.5,a21026-Flag=N;a21002-Rtd=41.0")
+            await d.stop()
+            assert p.frames[-1].encrypted and p.frames[-1].values["a21026-Rtd"] == 22.5
+    run(main())

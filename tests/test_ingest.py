@@ -158,26 +158,26 @@ def test_core_hj212_frames(sqlite_engine, registry):
     assert vals == {"SO2": 22.5, "NOx": 40.1}
 
 
-def test_core_hj212_quirks_counted_and_rf_resend_stored_once(sqlite_engine, registry):
+def test_core_hj212_quirks_counted_and_rf_resend_stored_once(engine, registry):
     from envcal.protocols import hj212
 
-    sync_registry(sqlite_engine, registry)
+    sync_registry(engine, registry)
     t = (_now() - dt.timedelta(hours=1)).astimezone(dt.timezone(dt.timedelta(hours=8)))
     local = t.strftime("%Y%m%d%H%M%S")
     kw = dict(cn="2011", mn=HJ_MN, flag=9, qn="20260101000000000")
     orig = hj212.encode_frame(**kw, cp=f"DataTime={local}123;a21026-Rtd=1.5")  # milliseconds
     first_rf = hj212.encode_frame(**kw, rf=True, cp=f"DataTime={local};a21002-Rtd=2.5")
-    core = IngestCore(sqlite_engine, registry)
+    core = IngestCore(engine, registry)
     core.ingest([(HJ_TOPIC, orig)])
     r = core.ingest([(HJ_TOPIC, hj212.encode_frame(**kw, rf=True, cp=f"DataTime={local}123;a21026-Rtd=1.5")),
                      (HJ_TOPIC, first_rf)])
     assert r.rows == 1 and r.duplicates == 1 and r.dead_letters == 0
-    with sqlite_engine.connect() as conn:
+    with engine.connect() as conn:
         rows = conn.execute(sa.text("select quirks, resend from hj212_frame order by id")).all()
     assert [(q, bool(b)) for q, b in rows] == [("datetime_ms", False), (None, True)]
-    assert hj212_quirk_counts(sqlite_engine) == {HJ_AZ: {"datetime_ms": 1}}
-    assert hj212_quirk_counts(sqlite_engine, "nobody") == {}
-    assert stats(sqlite_engine, ["hj212_frames", "hj212_quirks", "hj212_backfill"]) == {
+    assert hj212_quirk_counts(engine) == {HJ_AZ: {"datetime_ms": 1}}
+    assert hj212_quirk_counts(engine, "nobody") == {}
+    assert stats(engine, ["hj212_frames", "hj212_quirks", "hj212_backfill"]) == {
         "hj212_frames": 2, "hj212_quirks": 1, "hj212_backfill": 1}
 
 

@@ -146,3 +146,9 @@ def test_hj212_keys_file_missing(tmp_path):
 
     with pytest.raises(RegistryError, match="cannot read"):
         load_hj212_keys(tmp_path / "nope.toml")
+
+
+def test_registry_huge_integer_is_invalid_toml(tmp_path):
+    # tomllib raises a plain ValueError (not TOMLDecodeError) for an integer over 4300 digits
+    with pytest.raises(RegistryError, match="invalid TOML"):
+        load_registry(_write(tmp_path, GOOD.replace("lat = 30.0", "lat = " + "9" * 5000)))

@@ -113,3 +113,15 @@ def test_cli_simulate_tcp_usage_errors(args, message):
 
     res = CliRunner().invoke(app, ["simulate", *args])
     assert res.exit_code == 2 and message in res.stderr
+
+
+def test_simulate_tcp_unanswered_uploads_end_the_run(registry):
+    sim = Simulator(registry, seed=3, start=START, days=0.003)
+    with ThreadedPlatform(answer=False) as p:
+        t0 = time.monotonic()
+        stats = sim.publish_tcp(f"127.0.0.1:{p.port}", timeout_s=0.2)
+        assert time.monotonic() - t0 < 30
+        got = list(p.frames)
+    assert stats["uploaded"] == 0 and stats["unanswered"] > 0
+    assert stats["resent"] >= 3 * stats["unanswered"]  # Table 1: three resends each, then again
+    assert len({(f.mn, f.qn) for f in got}) == stats["unanswered"]

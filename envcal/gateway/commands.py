@@ -154,6 +154,7 @@ class _Pending:
     qn: str
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     executing: bool = False  # QnRtn=1 came: uploads of its CNs belong to it
+    seen: set[str] = field(default_factory=set)  # digests of the uploads received
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +325,9 @@ class Sequencer:
             if f.cn == "9012":
                 res.exe_rtn = _code(f, "ExeRtn")
                 return f
+            if f.digest and f.digest in p.seen:
+                return f  # the DAU resent an upload (its 9014 was late): counted once
+            p.seen.add(f.digest)
             res.uploads.append({"cn": f.cn, "cp": _cp(f)})
             return f
 

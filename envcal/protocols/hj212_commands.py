@@ -40,6 +40,7 @@ __all__ = [
     "cmd_device_info",
     "cmd_get_time",
     "cmd_history",
+    "cmd_new_key",
     "cmd_set_time",
     "cmd_std_check",
     "data_answer_9014",
@@ -383,3 +384,23 @@ def cmd_std_check(polid: str) -> tuple[str, str]:
     HJ 212-2025, Table 12 and Appendix C Table C.61.
     """
     return "3024", _polid(polid)
+
+
+def cmd_new_key(key: bytes, created: dt.datetime, tz: dt.tzinfo = UTC8) -> tuple[str, str]:
+    """Send a DAU its new SM4 key (CN 1014, HJ 212-2025; the frame itself must be encrypted).
+
+    Parameters
+    ----------
+    key : bytes
+        The new 16-byte key, written as 32 hex digits in ``NewSK``.
+    created : datetime.datetime
+        Aware creation time (``SKCreateTime``).
+    tz : datetime.tzinfo, optional
+
+    References
+    ----------
+    HJ 212-2025, Table 12 and Appendix C Tables C.7/C.8; clauses 6.4.3 and 6.4.4.
+    """
+    if len(key) != 16:
+        raise Hj212Error(f"SM4 key must be 16 bytes, got {len(key)}")
+    return "1014", f"SKCreateTime={local14(created, tz)};NewSK={key.hex().upper()}"

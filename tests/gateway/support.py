@@ -130,6 +130,7 @@ class SocketDau:
 
     def __init__(self, address: tuple[str, int], *, on_command=None) -> None:
         self.sock = socket.create_connection(address, timeout=5)
+        self.sock.settimeout(None)  # the reader blocks until data or close, however long
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.frames: list[hj212.Frame] = []
         self.on_command = on_command

@@ -109,3 +109,20 @@ def test_gateway_build_cp_checks():
         build_cp("3011", now=now, params={"PolId": "a21026", "X": "1"})
     with pytest.raises(CommandError, match="not a command"):
         build_cp("9999", now=now)
+
+
+def test_gateway_resent_upload_counted_once(mosquitto, gateway, ingest, gw_engine):
+    history = {minute(1): 41.0}
+    base = answering(history)
+
+    def twice(f):  # the DAU resends its upload, as one does when a 9014 is late
+        out = base(f)
+        return out[:2] + out[1:] if len(out) == 3 else out
+    dau = _connect(gateway, twice)
+    reply = request(mosquitto.url, {"user": "t", "action": "command", "mn": MN17, "cn": "2051",
+                                    "begin": minute(1).isoformat(), "end": minute(1).isoformat()},
+                    timeout=30)
+    assert reply["ok"] and len(reply["uploads"]) == 1, reply
+    wait_for(lambda: len([a for a in dau.answers("9014") if a.qn == reply["qn"]]) == 2, 10,
+             "both copies answered")
+    dau.close()

@@ -67,7 +67,7 @@ def test_gateway_dau_backfill_and_calibration(mosquitto, gw25, ingest, gw_engine
         return [("2011", T0 + dt.timedelta(hours=1), f"{polid}-Rtd=99.5,{polid}-Flag=C")]
 
     async def main():
-        d = Dau(*gw25.address, MN17, pw=PW17, st="31", timeout_s=2, check_handler=check)
+        d = Dau(*gw25.address, MN17, pw=PW17, st="31", timeout_s=5, check_handler=check)
         for i in range(8):  # the DAU holds eight minutes of data ...
             d.history.setdefault("2051", {})[T0 + dt.timedelta(minutes=i)] = _cp(10.0 + i)
         await d.start()

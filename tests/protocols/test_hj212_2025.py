@@ -373,3 +373,17 @@ def test_peek_header_and_answer_to_refused_frame():
                                       "9011", f"QnRtn={codes.QnRtn.CRC_ERROR:d}"))
     assert (a.cn, a.st, a.qn, a.flag, a.fields) == ("9011", "91", h["QN"], 8, {"QnRtn": "9"})
     assert peek_header(b"garbage") == {} and peek_header(b"##0010;MN=;CP=&&") == {}
+
+
+@pytest.mark.parametrize("cn, cp, fields", [
+    ("1001", "i23005-Info=DL0001;i23006-Info=CPU12AB;i23007-Info=00-1A-2B-3C-4D-5E",
+     {"i23005-Info": "DL0001", "i23006-Info": "CPU12AB", "i23007-Info": "00-1A-2B-3C-4D-5E"}),
+    ("1002", "i23005-Info=010000A8900016F000169DC0", {"i23005-Info": "010000A8900016F000169DC0"}),
+    ("1014", "SKCreateTime=20260115080000", {"SKCreateTime": "20260115080000"}),
+])
+def test_2025_admission_and_key_frames_decode(cn, cp, fields):
+    # 1001 hardware ids / 1002 MN assignment / 1014 key request: decoded and reported
+    f = decode_frame(encode_frame(cn=cn, mn=MN, flag=9, cp=cp, key=KEY if cn == "1014" else None), key=KEY)
+    assert (f.cn, f.version, f.fields) == (cn, 2, fields)
+    assert f.encrypted == (cn == "1014" and len(cp) >= 16)
+    assert cn in codes.CN

@@ -20,6 +20,10 @@ commit per batch of 500, then the acks. It stores reading rows only (no verifica
 dead letters, no alerts). Rounds alternate; best of each. PostgreSQL: the same against a
 bare psycopg subscriber, in a scratch database created and dropped here
 (``ENVCAL_BENCH_PG`` = server URL, default ``postgresql://postgres@127.0.0.1:5432/postgres``).
+
+CPU seconds (user + system) of the ingest process and of the bare subscriber over the drain
+are reported too (``envcal_cpu_s``, ``baseline_cpu_s``, ``cpu_ratio``): on a busy shared box
+they move less than wall times do.
 """
 
 from __future__ import annotations
@@ -223,6 +227,10 @@ def run_envcal(broker, url: str, tmp: Path, msgs, expect_rows: int, n_bad: int, 
         for p, _ in procs:
             p.send_signal(signal.SIGSTOP)
         _publish(broker, msgs)
+        import psutil
+
+        ps = [psutil.Process(p.pid) for p, _ in procs]
+        cpu0 = sum(sum(x.cpu_times()[:2]) for x in ps)
         t0 = time.perf_counter()
         for p, _ in procs:
             p.send_signal(signal.SIGCONT)
@@ -248,6 +256,7 @@ def run_envcal(broker, url: str, tmp: Path, msgs, expect_rows: int, n_bad: int, 
                     raise RuntimeError(f"drain incomplete after 900 s: {n_rows}/{expect_rows} rows")
                 time.sleep(0.05)
         elapsed = max(t_rows, last_change) - t0
+        cpu_s = sum(sum(x.cpu_times()[:2]) for x in ps) - cpu0  # incl. the 2 s stillness wait
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -259,7 +268,7 @@ def run_envcal(broker, url: str, tmp: Path, msgs, expect_rows: int, n_bad: int, 
         _stop(procs)
         for i in range(workers):
             _forget_session(broker, f"{tag}-{i}")
-    return {"s": elapsed, **_counts(url)}
+    return {"s": elapsed, "cpu_s": cpu_s, **_counts(url)}
 
 
 # ------------------------------------------------------------------------------- baseline
@@ -312,16 +321,18 @@ def run_bare(broker, url: str, client_id: str, n_msgs: int, codes: dict) -> dict
             got += len(batch)
         done.set()
 
+    cpu0 = time.process_time()  # this process: the main thread only waits meanwhile
     t0 = time.perf_counter()
     threading.Thread(target=work, daemon=True).start()
     c.connect(broker.host, broker.port, clean_start=False, properties=_props(2 * BATCH))
     c.loop_start()
     done.wait(900)
     elapsed = time.perf_counter() - t0
+    cpu_s = time.process_time() - cpu0
     c.disconnect()
     c.loop_stop()
     con.close()
-    return {"s": elapsed, **_counts(url)}
+    return {"s": elapsed, "cpu_s": cpu_s, **_counts(url)}
 
 
 # ------------------------------------------------------------------------------- rows
@@ -373,6 +384,9 @@ def _service_rows(db: str, days: float, rounds: int, profile: Path | None) -> li
                                 lost=expect - e["distinct"], duplicated=e["readings"] - e["distinct"],
                                 baseline_lost=expect - b["distinct"], dead_letters=e["dead_letters"],
                                 results=e["results"], alerts=e["alerts"], rounds=rounds,
+                                envcal_cpu_s=round(min(r["cpu_s"] for r in env), 3),
+                                baseline_cpu_s=round(min(r["cpu_s"] for r in bare), 3),
+                                cpu_ratio=round(min(r["cpu_s"] for r in bare) / min(r["cpu_s"] for r in env), 3),
                                 cpu_count=os.cpu_count()))
                 if db == "sqlite":
                     for w in (1, 2, 4):

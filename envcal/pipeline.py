@@ -90,6 +90,8 @@ class Pipeline:
     _thread: threading.Thread | None = None
 
     def on_commit(self, ended_checks, summary_ids) -> None:
+        if not ended_checks and not summary_ids:
+            return  # nothing to judge: never wait for the lock a timer tick may hold
         if self.ownership is None:
             with self.lock:
                 self.verifier.on_commit(ended_checks, summary_ids)

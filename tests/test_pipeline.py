@@ -543,3 +543,15 @@ def test_pipeline_outbox_publishes_stored_result_once_broker_reachable(mosquitto
         pub.disconnect()
         pub.loop_stop()
         engine.dispose()
+
+
+def test_pipeline_commit_without_ended_checks_does_not_wait_for_the_timer(engine, registry):
+    # a timer tick holds the lock for as long as its alert rules run; a batch of plain
+    # readings has nothing to judge and must not queue behind it (the ingest thread acks)
+    verifier = Verifier(engine, registry)
+    pipe = Pipeline(verifier, None, 5.0, dt.timedelta(minutes=30))
+    done = threading.Event()
+    with pipe.lock:
+        t = threading.Thread(target=lambda: (pipe.on_commit([], []), done.set()), daemon=True)
+        t.start()
+        assert done.wait(5)

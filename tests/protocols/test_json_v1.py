@@ -369,3 +369,12 @@ def test_decode_readings_refuses_every_duplicate_key(payload):
 
 def test_decode_readings_fast_path_matches_reference_on_design_example():
     assert decode_readings(DESIGN_EXAMPLE, now=NOW) == decode_readings_reference(DESIGN_EXAMPLE, now=NOW)
+
+
+@pytest.mark.parametrize("ts", ["2026-11-27T08:00:00.1234567+08:00", "2026-11-27t08:00:00z",
+                                "2026-11-27 08:00:00+08:00", "2026-11-27T08:00:60+08:00",
+                                "2026-11-27T08:00:00+0800", "0001-01-01T00:00:00+01:00",
+                                "2026-11-27T24:00:00+08:00", "2026-11-27T08:00:00,5+08:00"])
+def test_decode_readings_fast_path_agrees_on_edge_timestamps(ts):
+    payload = json.dumps({"ts": ts, "values": {"a": 1}}).encode()
+    assert _outcome(decode_readings, payload) == _outcome(decode_readings_reference, payload)

@@ -314,7 +314,7 @@ STRINGS: dict[str, dict[str, str]] = {
     "an.reading_axis": {"zh": "{analyte} [{unit}]", "en": "{analyte} [{unit}]"},
     "an.limit_line": {"zh": "限值 ±{v}", "en": "limit ±{v}"},
     "an.warn_line": {"zh": "预警 ±{v}", "en": "warning ±{v}"},
-    "an.crossing_past": {"zh": "已超限", "en": "already beyond the limit"},
+    "an.crossing_past": {"zh": "已超限", "en": "exceeded"},
     "an.crm_line": {"zh": "标准值 C = {v} {unit}", "en": "reference C = {v} {unit}"},
     # alerts additions
     "al.auto": {"zh": "系统自动", "en": "automatic"},

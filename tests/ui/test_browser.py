@@ -130,7 +130,8 @@ def _raw_words() -> set[str]:
     words = {*KINDS, *SEVERITIES, *ALERT_STATES, *RESULTS, *CHECK_KINDS, *QUANTITIES, *STATES,
              "pass", "warn", "fail", "invalid", "gas_cylinder", "solution", "zero_material",
              "confirmed", "unverified", "valid", "expired", "revoked", "superseded",
-             "flat_line", "no_data", "seq_gaps", "out_of_range", "rate_of_change"}
+             "flat_line", "no_data", "seq_gaps", "out_of_range", "rate_of_change", "due",
+             "overdue", "nan", "none", "null"}
     return words | set(STRINGS)
 
 

@@ -6,3 +6,7 @@ baseline_s / envcal_s; throughput rows add ``envcal_per_s`` and ``baseline_per_s
 Baselines run in the same process and the same run; figures are ratios, never absolute
 assertions.
 """
+
+from envcal import numba_cache
+
+numba_cache.configure()  # before a benchmark imports numba (see envcal.numba_cache)

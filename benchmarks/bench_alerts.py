@@ -19,7 +19,8 @@ import numpy as np
 
 from benchmarks.common import best_of, row
 from envcal import data_quality as dq
-from envcal.alerts import ooc_periods_kernel, trend_alarm_kernel
+from envcal.alerts import ooc_periods_kernel
+from envcal.kernels import trend_alarm_kernel
 
 
 def _checks(n_ch: int, days: int, seed: int = 0):

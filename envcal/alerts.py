@@ -71,7 +71,9 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from envcal import audit
+from envcal import data_quality as dq
 from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
+from envcal.codes import CHECK_KINDS
 from envcal.models import (
     Alert,
     AlertEvent,
@@ -84,7 +86,9 @@ from envcal.models import (
     utcnow,
 )
 from envcal.registry import Registry
-from envcal.rules import RulePack, load_pack
+from envcal.rules import RulePack
+from envcal.rules.confirmations import load_pack
+from envcal.trends import TrendModel, trend_alarms
 
 log = logging.getLogger(__name__)
 
@@ -116,11 +120,12 @@ class AlertConfig:
     escalate_after_h: float = 4.0          # unacknowledged this long -> escalate [h]
     verification_due_days: float = 30.0    # instrument verification reminder lead time [d]
     history_days: float = 90.0             # check history re-read per evaluation [d]
-    drift_horizon_days: float = 7.0        # forecast crossing within [d]
-    drift_history: int = 30                # checks in the trend fit
-    drift_min_points: int = 7              # fewest checks for a trend
-    drift_min_t: float = 3.0               # |slope| / SE(slope) at least
-    drift_reset_fraction: float = 0.4      # a step > this × limit restarts the trend fit
+    # the drift-trend model (envcal.trends.TrendModel holds the defaults)
+    drift_horizon_days: float = TrendModel.horizon_days  # forecast crossing within [d]
+    drift_history: int = TrendModel.history              # checks in the trend fit
+    drift_min_points: int = TrendModel.min_points        # fewest checks for a trend
+    drift_min_t: float = TrendModel.min_t                # |slope| / SE(slope) at least
+    drift_reset_fraction: float = TrendModel.reset_fraction  # step > this × limit restarts
     overdue_grace: float = 0.1             # fraction of the interval allowed late
     dq_window_h: float = 24.0              # first data-quality window [h]
     dq_clear_h: float = 6.0                # clean hours before a data-quality alert resolves
@@ -176,6 +181,12 @@ class AlertConfig:
                     raise AlertError(f"[alerts] {k}: expected a number, got {v!r}")
                 out[k] = float(v)
         return cls(**out)
+
+    def trend_model(self) -> TrendModel:
+        """The drift-trend model these settings define (used by alerts, app and reports)."""
+        return TrendModel(history=self.drift_history, min_points=self.drift_min_points,
+                          min_t=self.drift_min_t, horizon_days=self.drift_horizon_days,
+                          reset_fraction=self.drift_reset_fraction)
 
     @classmethod
     def from_toml(cls, path: str | Path) -> AlertConfig:
@@ -264,108 +275,6 @@ def ooc_periods_kernel(offsets, qabs, passed, threshold, run_len):
             cl[k] = -1
             k += 1
     return st[:k], tr[:k], cl[:k], state
-
-
-@njit(cache=True)
-def trend_alarm_kernel(offsets, t, q, passed, limit, window, min_points, horizon, min_t, reset):
-    """Drift-trend early warning at every check of many series (CSR layout).
-
-    At check i the last ``window`` finite values up to i are fitted by least squares
-    (slope, its standard error); the alarm is raised when at least ``min_points`` values
-    were used, check i passes, ``|slope| >= min_t · SE`` and the fitted line at t_i reaches
-    ``±limit`` (in the direction of the slope) within ``(0, horizon]`` days.
-
-    Parameters
-    ----------
-    offsets : int64 (nser + 1)
-    t : float64
-        Check times [d].
-    q : float64
-        Signed tested quantity [rule unit], NaN for invalid checks.
-    passed : bool
-    limit : float64 (nser)
-        Fail limit [rule unit].
-    window, min_points : int
-    horizon : float
-        [d]
-    min_t : float
-        Required slope / SE ratio [-].
-    reset : float
-        A step between consecutive values larger than ``reset × limit`` (an adjustment or
-        recalibration) restarts the fit [-].
-
-    Returns
-    -------
-    alarm : bool per check
-    slope, se, days : float64 per check
-        [unit/d], [unit/d], days to the crossing (NaN when not computed).
-
-    References
-    ----------
-    Montgomery, Peck & Vining, *Introduction to Linear Regression Analysis*, §2.2-2.4.
-    """
-    n = q.shape[0]
-    alarm = np.zeros(n, np.bool_)
-    slope = np.full(n, np.nan)
-    se = np.full(n, np.nan)
-    days = np.full(n, np.nan)
-    buf_t = np.empty(window, np.float64)
-    buf_q = np.empty(window, np.float64)
-    for s in range(offsets.shape[0] - 1):
-        a = offsets[s]
-        b = offsets[s + 1]
-        m = 0
-        head = 0
-        prev = np.nan
-        for i in range(a, b):
-            v = q[i]
-            if not v == v:
-                continue
-            if prev == prev and abs(v - prev) > reset * limit[s]:
-                m = 0
-                head = 0
-            prev = v
-            buf_t[head] = t[i]
-            buf_q[head] = v
-            head = (head + 1) % window
-            if m < window:
-                m += 1
-            if m < min_points or m < 3:
-                continue
-            st = 0.0
-            sq = 0.0
-            for j in range(m):
-                st += buf_t[j]
-                sq += buf_q[j]
-            tm = st / m
-            qm = sq / m
-            sxx = 0.0
-            sxy = 0.0
-            syy = 0.0
-            for j in range(m):
-                dx = buf_t[j] - tm
-                dy = buf_q[j] - qm
-                sxx += dx * dx
-                sxy += dx * dy
-                syy += dy * dy
-            if not sxx > 0.0:
-                continue
-            b1 = sxy / sxx
-            sse = syy - b1 * sxy
-            if sse < 0.0:
-                sse = 0.0
-            e = np.sqrt(sse / (m - 2) / sxx)
-            slope[i] = b1
-            se[i] = e
-            if b1 == 0.0:
-                continue
-            y_now = qm + b1 * (t[i] - tm)
-            target = limit[s] if b1 > 0.0 else -limit[s]
-            d = (target - y_now) / b1
-            days[i] = d
-            if passed[i] and abs(b1) >= min_t * e and d > 0.0 and d <= horizon:
-                alarm[i] = True
-    return alarm, slope, se, days
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -595,7 +504,7 @@ class AlertEngine:
         self.packs: dict[str, RulePack] = {}
         for a in registry.analyzers.values():
             if a.rule_pack not in self.packs:
-                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine=engine)
+                self.packs[a.rule_pack] = load_pack(a.rule_pack, engine)
         self._lock = threading.RLock()
         self._dq_since: dt.datetime | None = None
         # per channel: [bucket start, newest tick, counts of _FALSIFY_COUNTS...] of the last
@@ -791,7 +700,7 @@ class AlertEngine:
         c = self.config
         alarms = {}
         for kind in sorted({r["kind"] for r in hist}):
-            rules = pack.rules_for(kind, analyte) if kind in _check_kinds() else []
+            rules = pack.rules_for(kind, analyte) if kind in CHECK_KINDS else []
             if not rules:
                 continue
             rule = rules[0]
@@ -800,10 +709,7 @@ class AlertEngine:
             qv = np.array([r[rule.quantity] if (r["verdict"] != "invalid" and r[rule.quantity] is not None)
                            else np.nan for r in rows], dtype=np.float64)
             passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
-            al, sl, se, dd = trend_alarm_kernel(np.array([0, len(rows)], np.int64), t, qv, passed,
-                                                np.array([rule.limit]), c.drift_history,
-                                                c.drift_min_points, c.drift_horizon_days, c.drift_min_t,
-                                                c.drift_reset_fraction)
+            al, sl, se, dd = trend_alarms(t, qv, passed, rule.limit, c.trend_model())
             if al[-1]:
                 alarms[kind] = {"rule": rule.id, "quantity": rule.quantity, "limit": rule.limit,
                                 "slope_per_day": _fin(sl[-1]), "slope_se": _fin(se[-1]),
@@ -862,8 +768,6 @@ class AlertEngine:
         return out
 
     def _data_quality(self, now: dt.datetime) -> list[Desired]:
-        from envcal import data_quality as dq
-
         cfg = self.config
         since = self._dq_since or (now - dt.timedelta(hours=cfg.dq_window_h))
         if since >= now:
@@ -1039,8 +943,6 @@ class AlertEngine:
         return out
 
     def _peer_drift(self, now: dt.datetime) -> list[Desired]:
-        from envcal import data_quality as dq
-
         cfg = self.config
         day = now.date()
         if self._peer_day == day:
@@ -1276,12 +1178,6 @@ class AlertEngine:
             log.exception("publishing alert %s failed", a.id)
 
 
-def _check_kinds() -> tuple[str, ...]:
-    from envcal.rules import CHECK_KINDS
-
-    return tuple(CHECK_KINDS)
-
-
 # ----------------------------------------------------------------------------- staff actions
 def _staff(engine: Engine, alert_id: int, by: str, note: str, action: str,
            publisher: Publisher | None = None) -> dict[str, Any]:
@@ -1388,16 +1284,3 @@ def alert_counts(engine: Engine) -> dict[str, int]:
             "alerts_open": int(conn.execute(sa.select(sa.func.count()).where(a.state != "resolved")).scalar_one()),
             "results": int(conn.execute(sa.select(sa.func.count()).select_from(CheckResult.__table__)).scalar_one()),
         }
-
-
-def _register_stats() -> None:
-    try:
-        from envcal.ingest import STATS, count_rows, register_stat
-    except Exception:  # noqa: BLE001 - stats are optional here
-        return
-    register_stat("alerts", count_rows("Alert"))
-    if "results" not in STATS:
-        register_stat("results", count_rows("CheckResult"))
-
-
-_register_stats()

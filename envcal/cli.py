@@ -10,9 +10,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-import typer
+from envcal import numba_cache
 
-import envcal.commands
+numba_cache.configure()  # before any command module imports numba (see envcal.numba_cache)
+
+import typer  # noqa: E402
+
+import envcal.commands  # noqa: E402
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="envcal: traceable verification of environmental monitoring analyzers.")

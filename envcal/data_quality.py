@@ -35,6 +35,7 @@ HJ 212-2017 Table 8 (data flags); HJ 75-2017 (data flags and invalid data).
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -345,8 +346,6 @@ def peer_deviation(daily: np.ndarray, neighbours: list[np.ndarray], floor: float
         if len(nb) == 0:
             continue
         with np.errstate(all="ignore"):
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 med = np.nanmedian(daily[nb], axis=0)

@@ -7,7 +7,6 @@ hook); PostgreSQL is used when the URL says so. The schema is owned by Alembic
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -16,36 +15,15 @@ from pathlib import Path
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel
+
+import envcal.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+from envcal.sqltypes import UTCDateTime
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-
-class UTCDateTime(sa.types.TypeDecorator):
-    """A timestamp stored in UTC and always returned timezone-aware (UTC).
-
-    Naive datetimes are refused: every time in envcal carries its offset.
-    """
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: envcal stores only timezone-aware times")
-        value = value.astimezone(dt.UTC)
-        if dialect.name == "sqlite":
-            return value.replace(tzinfo=None)
-        return value
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            return value.replace(tzinfo=dt.UTC)
-        return value.astimezone(dt.UTC)
+__all__ = ["MIGRATIONS_DIR", "UTCDateTime", "cached_engine", "init_db", "make_engine",
+           "normalize_url", "schema_diff", "session_scope"]
 
 
 def normalize_url(url: str) -> str:
@@ -109,8 +87,6 @@ def init_db(engine: Engine) -> None:
     """Upgrade the database behind ``engine`` to the newest schema (Alembic ``head``)."""
     from alembic import command
 
-    import envcal.models  # noqa: F401  (registers the tables)
-
     with engine.begin() as conn:
         cfg = _alembic_config(engine)
         cfg.attributes["connection"] = conn
@@ -121,10 +97,6 @@ def schema_diff(engine: Engine) -> list:
     """Differences between the migrated database and the SQLModel tables (empty when in sync)."""
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
-    from sqlmodel import SQLModel
-
-    import envcal.models  # noqa: F401
-
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"compare_type": True})
         return compare_metadata(ctx, SQLModel.metadata)

@@ -13,87 +13,49 @@ QARTOD flag values (``QC_*``) follow ioos_qc: 1 pass, 2 not evaluated, 3 suspect
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
-from pathlib import Path
 from typing import NamedTuple
 
+import numba
+import numpy as np
+from numba import guvectorize, njit, prange
 
-def _choose_numba_cache_dir() -> str | None:
-    """Pick an explicit, writable numba cache dir (``NUMBA_CACHE_DIR`` wins when set)."""
-    current = os.environ.get("NUMBA_CACHE_DIR")
-    if current:
-        return current
-    uid = os.getuid() if hasattr(os, "getuid") else 0
-    # one sub-directory per version of this file: numba's own invalidation missed edits of
-    # jitted callees here (a stale gufunc cache segfaulted), a content hash cannot
-    try:
-        tag = hashlib.sha1(Path(__file__).read_bytes(), usedforsecurity=False).hexdigest()[:12]
-    except OSError:
-        tag = "unknown"
-    for cand in (Path.home() / ".cache" / "envcal" / "numba" / tag,
-                 Path(tempfile.gettempdir()) / f"envcal-numba-{uid}" / tag):
-        try:
-            cand.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            continue
-        if os.access(cand, os.W_OK):
-            os.environ["NUMBA_CACHE_DIR"] = str(cand)
-            return str(cand)
-    return None
-
-
-NUMBA_CACHE_DIR = _choose_numba_cache_dir()
-
-import numba  # noqa: E402 - NUMBA_CACHE_DIR must be set before numba is imported
-import numpy as np  # noqa: E402
-from numba import guvectorize, njit, prange  # noqa: E402
-
-if NUMBA_CACHE_DIR and not numba.config.CACHE_DIR:  # numba imported earlier by someone else
-    numba.config.CACHE_DIR = NUMBA_CACHE_DIR
+from envcal import codes
+from envcal.codes import (
+    LIMIT_RTOL,
+    QUANTITY_CODES,
+    VERDICT_FAIL,
+    VERDICT_INVALID_NO_PLATEAU,
+    VERDICT_INVALID_NOT_COMPUTABLE,
+    VERDICT_INVALID_TOO_SHORT,
+    VERDICT_NAMES,
+    VERDICT_PASS,
+    VERDICT_WARN,
+)
 
 __all__ = [
     "VERDICT_PASS", "VERDICT_WARN", "VERDICT_FAIL", "VERDICT_INVALID_NO_PLATEAU",
     "VERDICT_INVALID_TOO_SHORT", "VERDICT_INVALID_NOT_COMPUTABLE", "VERDICT_NAMES",
     "Q_ERR_ABS", "Q_ERR_REL_PCT", "Q_ERR_FS_PCT", "Q_DRIFT_FS_PCT", "Q_EN", "QUANTITY_CODES",
-    "QC_PASS", "QC_NOT_EVALUATED", "QC_SUSPECT", "QC_FAIL", "QC_MISSING",
-    "CheckEvaluation",
+    "QC_PASS", "QC_NOT_EVALUATED", "QC_SUSPECT", "QC_FAIL", "QC_MISSING", "LIMIT_RTOL",
+    "CheckEvaluation", "limit_verdict",
     "rolling_mean_std", "find_plateau", "t90", "plateau_stats", "check_errors",
     "iso_guide33_bias", "evaluate_checks", "drift_slope", "drift_slope_rows", "ewma", "cusum",
-    "forecast_crossing", "cfr58_d", "cfr58_cv_ub", "cfr58_bias_ub", "flat_line", "spike",
+    "forecast_crossing", "trend_alarm_kernel", "cfr58_d", "cfr58_cv_ub", "cfr58_bias_ub", "flat_line", "spike",
     "rate_of_change", "out_of_range", "rolling_mean_std_gu", "drift_slope_gu",
 ]
 
-# --- codes shared with envcal.verify / envcal.alerts -------------------------------------
-VERDICT_PASS = 0
-VERDICT_WARN = 1
-VERDICT_FAIL = 2
-VERDICT_INVALID_NO_PLATEAU = 3
-VERDICT_INVALID_TOO_SHORT = 4
-#: the tested quantity cannot be computed (ref == 0 for a relative error, no previous check
-#: for a drift, zero uncertainty for E_n, span <= 0, unknown quantity code).
-VERDICT_INVALID_NOT_COMPUTABLE = 5
-VERDICT_NAMES = ("pass", "warn", "fail", "invalid_no_plateau", "invalid_too_short",
-                 "invalid_not_computable")
-
-Q_ERR_ABS = 0
-Q_ERR_REL_PCT = 1
-Q_ERR_FS_PCT = 2
-Q_DRIFT_FS_PCT = 3
-Q_EN = 4
-QUANTITY_CODES = {"err_abs": Q_ERR_ABS, "err_rel_pct": Q_ERR_REL_PCT,
-                  "err_fs_pct": Q_ERR_FS_PCT, "drift_fs_pct": Q_DRIFT_FS_PCT, "en": Q_EN}
+# --- codes shared with envcal.checks / envcal.alerts (defined in envcal.codes) ----------
+Q_ERR_ABS = QUANTITY_CODES["error_abs"]
+Q_ERR_REL_PCT = QUANTITY_CODES["error_rel_pct"]
+Q_ERR_FS_PCT = QUANTITY_CODES["error_fs_pct"]
+Q_DRIFT_FS_PCT = QUANTITY_CODES["drift_fs_pct"]
+Q_EN = QUANTITY_CODES["en"]
 
 QC_PASS = 1
 QC_NOT_EVALUATED = 2
 QC_SUSPECT = 3
 QC_FAIL = 4
 QC_MISSING = 9
-
-#: relative tolerance used when comparing |q| with a limit, so that a value exactly at the
-#: limit in decimal arithmetic (e.g. 2.5000000000000004 for 2.5 % F.S.) passes.
-LIMIT_RTOL = 1e-12
 
 _NAN = np.nan
 
@@ -639,9 +601,8 @@ def iso_guide33_bias(mean, sd, n, u_ref, ref=0.0):
 # =========================================================================================
 # 7. batch evaluation of checks
 # =========================================================================================
-@njit(cache=True)
-def _le_limit(q, limit):
-    return abs(q) <= limit + LIMIT_RTOL * abs(limit)
+#: :func:`envcal.codes.limit_verdict` compiled (one definition of the comparison)
+limit_verdict = njit(cache=True)(codes.limit_verdict)
 
 
 @njit(cache=True, parallel=True)
@@ -714,16 +675,7 @@ def _evaluate_checks_kernel(values2d, times2d, n_valid, ref, span, u_ref, prev_m
         elif code == Q_EN:
             qq = e
         q[c] = qq
-        wl = warn_limit[c]
-        has_warn = wl == wl
-        if qq - qq != 0.0:
-            verdict[c] = VERDICT_INVALID_NOT_COMPUTABLE
-        elif has_warn and _le_limit(qq, wl):
-            verdict[c] = VERDICT_PASS
-        elif _le_limit(qq, fail_limit[c]):
-            verdict[c] = VERDICT_WARN if has_warn else VERDICT_PASS
-        else:
-            verdict[c] = VERDICT_FAIL
+        verdict[c] = limit_verdict(qq, warn_limit[c], fail_limit[c])
     return (i0, i1, n, mean, sd, u_mean, t90s, err_abs, err_rel, err_fs, drift, en, q,
             bias_ok, verdict)
 
@@ -1266,6 +1218,115 @@ def forecast_crossing(slope, se, intercept, t_last, limit, t_quantile):
     early = t_last + remaining / steep
     late = t_last + remaining / shallow if shallow > 0.0 else np.inf
     return t_cross, early, late
+
+
+@njit(cache=True)
+def trend_alarm_kernel(offsets, t, q, passed, limit, window, min_points, horizon, min_t, reset):
+    """Drift-trend early warning at every check of many series (CSR layout).
+
+    At check i the last ``window`` finite values up to i are fitted by least squares
+    (slope, its standard error); the alarm is raised when at least ``min_points`` values
+    were used, check i passes, ``|slope| >= min_t · SE`` and the fitted line at t_i reaches
+    ``±limit`` (in the direction of the slope) within ``(0, horizon]`` days.
+
+    Parameters
+    ----------
+    offsets : int64 (nser + 1)
+    t : float64
+        Check times [d].
+    q : float64
+        Signed tested quantity [rule unit], NaN for invalid checks.
+    passed : bool
+    limit : float64 (nser)
+        Fail limit [rule unit].
+    window, min_points : int
+    horizon : float
+        [d]
+    min_t : float
+        Required slope / SE ratio [-].
+    reset : float
+        A step between consecutive values larger than ``reset × limit`` (an adjustment or
+        recalibration) restarts the fit [-].
+
+    Returns
+    -------
+    alarm : bool per check
+    slope, se, days : float64 per check
+        [unit/d], [unit/d], days to the crossing (NaN when not computed).
+
+    Notes
+    -----
+    Times must not decrease within a series (they are the stored checks' end times in
+    order); equal times are allowed and give ``sxx = 0`` (no fit, NaN) while all points
+    share one time. NaN or ±inf values are skipped (an invalid check neither counts nor
+    breaks the fit). A non-positive or NaN ``limit`` never alarms (no crossing target).
+
+    References
+    ----------
+    Montgomery, Peck & Vining, *Introduction to Linear Regression Analysis*, §2.2-2.4.
+    """
+    n = q.shape[0]
+    alarm = np.zeros(n, np.bool_)
+    slope = np.full(n, np.nan)
+    se = np.full(n, np.nan)
+    days = np.full(n, np.nan)
+    buf_t = np.empty(window, np.float64)
+    buf_q = np.empty(window, np.float64)
+    for s in range(offsets.shape[0] - 1):
+        a = offsets[s]
+        b = offsets[s + 1]
+        m = 0
+        head = 0
+        prev = np.nan
+        for i in range(a, b):
+            v = q[i]
+            if v - v != 0.0:  # NaN or +-inf: skipped
+                continue
+            if prev == prev and abs(v - prev) > reset * limit[s]:
+                m = 0
+                head = 0
+            prev = v
+            buf_t[head] = t[i]
+            buf_q[head] = v
+            head = (head + 1) % window
+            if m < window:
+                m += 1
+            if m < min_points or m < 3:
+                continue
+            st = 0.0
+            sq = 0.0
+            for j in range(m):
+                st += buf_t[j]
+                sq += buf_q[j]
+            tm = st / m
+            qm = sq / m
+            sxx = 0.0
+            sxy = 0.0
+            syy = 0.0
+            for j in range(m):
+                dx = buf_t[j] - tm
+                dy = buf_q[j] - qm
+                sxx += dx * dx
+                sxy += dx * dy
+                syy += dy * dy
+            if not sxx > 0.0:
+                continue
+            b1 = sxy / sxx
+            sse = syy - b1 * sxy
+            if sse < 0.0:
+                sse = 0.0
+            e = np.sqrt(sse / (m - 2) / sxx)
+            slope[i] = b1
+            se[i] = e
+            if b1 == 0.0:
+                continue
+            y_now = qm + b1 * (t[i] - tm)
+            target = limit[s] if b1 > 0.0 else -limit[s]
+            d = (target - y_now) / b1
+            days[i] = d
+            if passed[i] and limit[s] > 0.0 and abs(b1) >= min_t * e and d > 0.0 and d <= horizon:
+                alarm[i] = True
+    return alarm, slope, se, days
 
 
 # =========================================================================================

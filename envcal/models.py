@@ -2,7 +2,7 @@
 
 Conventions
 -----------
-- Every time column is :class:`envcal.db.UTCDateTime` (stored in UTC, returned aware).
+- Every time column is :class:`envcal.sqltypes.UTCDateTime` (stored in UTC, returned aware).
 - Natural unique keys make every write idempotent (a redelivered MQTT message or a
   replayed period inserts nothing new).
 - JSON documents (evidence, details, raw certificates) are stored as text (``sa.JSON``).
@@ -18,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from envcal.db import UTCDateTime
+from envcal.sqltypes import UTCDateTime
 
 
 def utcnow() -> dt.datetime:

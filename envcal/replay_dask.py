@@ -7,17 +7,11 @@ What runs where:
    workers; a per-file ``preprocess`` keeps only the readings that belong to a QC check
    (a few percent of an archive), with each file's ``check_entry`` table resolved to the
    check id, kind, phase and material per reading.
-2. **On Dask, in parallel** — the numba plateau and statistics kernel
-   (:func:`envcal.kernels.evaluate_checks` with no reference: plateau, n, mean, s,
-   u(mean), T90) over a (check, sample) array chunked along checks, through
-   ``xarray.apply_ufunc(..., dask="parallelized")``.
-3. **In this process, single writer, in time order** — what needs SQL: certificates,
-   the previous result of the same kind (drift), rule packs, storage:
-   :meth:`envcal.verify.Verifier.evaluate_and_store`, the code of the live path, so the
-   stored results are identical by construction. That step re-runs the kernel for each
-   check (microseconds per check; ``verify.py`` has no way to accept precomputed
-   statistics), and the Dask statistics are compared with what it stored: a difference is
-   reported in :attr:`DaskReplay.mismatches` (and logged), never hidden.
+2. **In this process, single writer, in time order** — what needs SQL (certificates, the
+   previous result of the same kind for a drift, rule packs, storage) and the judgement:
+   :meth:`envcal.checks.verifier.Verifier.evaluate_and_store`, the code of the live path,
+   which runs the batch kernel (:func:`envcal.kernels.evaluate_checks`, verdict stage on)
+   once per generation of checks. The statistics are computed once, there.
 
 References
 ----------
@@ -30,9 +24,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,24 +34,16 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from envcal import kernels
-from envcal.archive import CHECK_FIELDS, _fetch_hot, _utc, archive_path
-from envcal.verify import (
-    CheckReadings,
-    Verifier,
-    _frame_to_checks,
-    _material_segments,
-    summaries_in,
-)
+from envcal.archive import CHECK_FIELDS, _fetch_hot, archive_path
+from envcal.checks.extract import CheckReadings, group_check_rows, summaries_in
+from envcal.checks.result import CheckResult
+from envcal.checks.verifier import Verifier
 
 log = logging.getLogger("envcal.replay_dask")
 
 #: Same margin as :func:`envcal.verify.archived_checks`: checks that began before the period.
 MARGIN = dt.timedelta(hours=6)
-#: Checks per Dask chunk in the statistics step.
-CHECK_CHUNK = 512
 _SEP = "\x1f"
-_STAT_NAMES = ("i0", "i1", "n", "mean", "sd", "u_mean", "t90", "code")
 
 Progress = Callable[[str, int, int], None]
 
@@ -90,6 +75,12 @@ def dask_client(scheduler: Any = "local", *, n_workers: int = 2) -> Iterator[Any
 
 
 # ----------------------------------------------------------------------------- archive
+def _as_utc(t: dt.datetime) -> dt.datetime:
+    if t.tzinfo is None:
+        raise ValueError(f"naive datetime {t!r}: give times with an offset")
+    return t.astimezone(dt.UTC)
+
+
 def _key(aid: str, analyte: str) -> str:
     return f"{aid}{_SEP}{analyte}"
 
@@ -146,7 +137,7 @@ def _checks_only(ds: xr.Dataset, channels: tuple[str, ...], s_us: int, e_us: int
 def station_files(archive_dir: str | Path, station: str, start: dt.datetime,
                   end: dt.datetime) -> list[Path]:
     """The archive files of ``station`` covering [start, end) that exist."""
-    start, end = _utc(start), _utc(end)
+    start, end = _as_utc(start), _as_utc(end)
     d, last = start.date(), (end - dt.timedelta(microseconds=1)).date()
     out = []
     while d <= last:
@@ -166,7 +157,7 @@ def open_station_checks(files: list[Path], channels: tuple[str, ...], start: dt.
     xarray.Dataset
         The layout of :func:`_checks_only`, chunked one file per chunk along ``time``.
     """
-    s_us, e_us = (int((_utc(t) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
+    s_us, e_us = (int((_as_utc(t) - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)) / dt.timedelta(microseconds=1))
                   for t in (start, end))
     return xr.open_mfdataset(
         [str(f) for f in files], engine="netcdf4", combine="nested", concat_dim="time",
@@ -228,108 +219,8 @@ def _checks_from_rows(archived: pd.DataFrame, hot: pd.DataFrame, analyzers: Iter
                 for ck, t, an, v, kind, phase, mat in zip(
                     df["check_id"], ts, df["analyte"], df["value"], df["check_kind"],
                     df["check_phase"], df["material"], strict=True)]
-        out.extend(_frame_to_checks(aid, rows))
+        out.extend(group_check_rows(aid, rows))
     return out
-
-
-# ----------------------------------------------------------------------------- statistics
-def _stats_block(values, times, n_valid, max_std, max_slope, *, window: int, min_n: int):
-    """``apply_ufunc`` body: plateau statistics of a block of checks (no reference)."""
-    m = values.shape[0]
-    if m == 0:
-        return tuple(np.empty(0, dtype=d) for d in
-                     (np.int64, np.int64, np.int64, float, float, float, float, np.uint8))
-    ev = kernels.evaluate_checks(values, times, n_valid, np.nan, 1.0, 0.0, np.nan, np.nan, np.inf,
-                                 0, window, max_std, max_slope, min_n)
-    return ev.i0, ev.i1, ev.n, ev.mean, ev.sd, ev.u_mean, ev.t90, ev.verdict
-
-
-@dataclass
-class _Row:
-    key: tuple[str, str, str, int]  # analyzer, check id, analyte, level
-    t: np.ndarray
-    x: np.ndarray
-    window: int
-    min_n: int
-    max_std: float
-    max_slope: float
-
-
-def _stat_rows(verifier: Verifier, checks: list[CheckReadings]) -> list[_Row]:
-    """One row per channel (and linearity level) of each check, with the pack's plateau
-    bounds, exactly as :meth:`envcal.verify.Verifier._evaluate_channel` sets them up."""
-    rows = []
-    for check in checks:
-        analyzer = verifier.registry.analyzers.get(check.analyzer_id)
-        if analyzer is None or not len(check.ts):
-            continue
-        pack = verifier.packs[analyzer.rule_pack]
-        for analyte in sorted(set(check.analyte.tolist())):
-            channel = analyzer.channel(analyte)
-            if channel is None:
-                continue
-            sel = check.analyte == analyte
-            ts, values, materials = check.ts[sel], check.value[sel], check.material[sel]
-            segs = _material_segments(materials) if check.kind == "linearity" else [(0, len(values))]
-            for level, (a, b) in enumerate(segs):
-                t, x = ts[a:b], values[a:b]
-                span = float(channel.span)
-                window, min_n = int(pack.plateau.window), int(pack.plateau.min_n)
-                if check.source == "summary" and len(x) < window:
-                    window = max(1, len(x))
-                    min_n = min(min_n, max(1, len(x)))
-                t_s = (t - t[0]).astype("timedelta64[us]").astype(np.float64) / 1e6
-                rows.append(_Row((check.analyzer_id, check.check_id, analyte, level), t_s, x, window,
-                                 min_n, pack.plateau.max_std * span,
-                                 pack.plateau.max_slope * span / 60.0))
-    return rows
-
-
-def check_statistics(rows: list[_Row], *, chunk: int = CHECK_CHUNK) -> dict[tuple, dict[str, float]]:
-    """Plateau statistics of many checks, computed on Dask (the active client).
-
-    The rows are grouped by (window, min_n) and padded into (check, sample) arrays chunked
-    along ``check``; :func:`envcal.kernels.evaluate_checks` runs per chunk through
-    ``xarray.apply_ufunc(..., dask="parallelized")``.
-
-    Returns
-    -------
-    dict
-        ``(analyzer, check_id, analyte, level) -> {i0, i1, n, mean, sd, u_mean, t90, code}``
-        (code: 3 no plateau, 4 too short, else the plateau statistics are valid).
-    """
-    import dask
-
-    groups: dict[tuple[int, int], list[_Row]] = {}
-    for r in rows:
-        groups.setdefault((r.window, r.min_n), []).append(r)
-    lazy = []
-    for (window, min_n), rs in groups.items():
-        width = max(1, max(len(r.x) for r in rs))
-        V = np.full((len(rs), width), np.nan)
-        T = np.full((len(rs), width), np.nan)
-        for i, r in enumerate(rs):
-            V[i, :len(r.x)] = r.x
-            T[i, :len(r.t)] = r.t
-        da = partial(xr.DataArray, dims=("check",))
-        values = xr.DataArray(V, dims=("check", "sample")).chunk({"check": chunk})
-        times = xr.DataArray(T, dims=("check", "sample")).chunk({"check": chunk})
-        n_valid = da(np.array([len(r.x) for r in rs], dtype=np.int64)).chunk({"check": chunk})
-        max_std = da(np.array([r.max_std for r in rs])).chunk({"check": chunk})
-        max_slope = da(np.array([r.max_slope for r in rs])).chunk({"check": chunk})
-        out = xr.apply_ufunc(
-            partial(_stats_block, window=window, min_n=min_n), values, times, n_valid, max_std,
-            max_slope, input_core_dims=[["sample"], ["sample"], [], [], []],
-            output_core_dims=[[]] * len(_STAT_NAMES), dask="parallelized",
-            output_dtypes=[np.int64, np.int64, np.int64, float, float, float, float, np.uint8])
-        lazy.append((rs, out))
-    computed = dask.compute(*[o for _, o in lazy])
-    stats: dict[tuple, dict[str, float]] = {}
-    for (rs, _), arrays in zip(lazy, computed, strict=True):
-        cols = [np.asarray(a.values) for a in arrays]
-        for i, r in enumerate(rs):
-            stats[r.key] = {name: col[i].item() for name, col in zip(_STAT_NAMES, cols, strict=True)}
-    return stats
 
 
 # ----------------------------------------------------------------------------- replay
@@ -337,45 +228,19 @@ def check_statistics(rows: list[_Row], *, chunk: int = CHECK_CHUNK) -> dict[tupl
 class DaskReplay:
     """What :func:`replay_dask_report` did."""
 
-    results: list[dict[str, Any]]
+    results: list[CheckResult]
     checks: int
     files: int
-    stats: dict[tuple, dict[str, float]] = field(default_factory=dict)
-    compared: int = 0
-    mismatches: list[str] = field(default_factory=list)
-
-
-def _same(a: float | None, b: float | None) -> bool:
-    if a is None or b is None or (isinstance(b, float) and math.isnan(b)):
-        return (a is None) == (b is None or (isinstance(b, float) and math.isnan(b)))
-    return a == b or math.isclose(a, b, rel_tol=1e-12, abs_tol=1e-12)
-
-
-def _compare(results: list[dict[str, Any]], stats: dict[tuple, dict[str, float]]) -> tuple[int, list[str]]:
-    """Dask statistics vs. the stored results (those that reached the plateau step)."""
-    compared, bad = 0, []
-    for r in results:
-        if r.get("details", {}).get("levels") or r.get("plateau_start") is None:
-            continue  # linearity summary rows and checks refused before the kernel
-        s = stats.get((r["analyzer"], r["check_id"], r["analyte"], 0))
-        if s is None:
-            bad.append(f"{r['analyzer']} {r['check_id']} {r['analyte']}: no Dask statistics")
-            continue
-        compared += 1
-        if s["n"] != r["n"] or not _same(r["mean"], s["mean"]) or not _same(r["sd"], s["sd"]):
-            bad.append(f"{r['analyzer']} {r['check_id']} {r['analyte']}: Dask n={s['n']} "
-                       f"mean={s['mean']!r} vs stored n={r['n']} mean={r['mean']!r}")
-    return compared, bad
 
 
 def replay_dask_report(verifier: Verifier, archive_dir: str | Path | None, start: dt.datetime,
                        end: dt.datetime, scheduler: Any = "local", *,
                        analyzer_ids: Iterable[str] | None = None,
-                       progress: Progress | None = None, batch: int = 200) -> DaskReplay:
-    """:func:`replay_dask` with the Dask statistics and their comparison (see there)."""
+                       progress: Progress | None = None, batch: int = 2000) -> DaskReplay:
+    """:func:`replay_dask` with what it read (files, checks)."""
     import dask
 
-    start, end = _utc(start), _utc(end)
+    start, end = _as_utc(start), _as_utc(end)
     wanted = set(analyzer_ids) if analyzer_ids is not None else None
     reg = verifier.registry
     t0, t1 = start - MARGIN, end + MARGIN
@@ -416,19 +281,12 @@ def replay_dask_report(verifier: Verifier, archive_dir: str | Path | None, start
         checks += [c for c in summaries_in(verifier.engine, start, end)
                    if wanted is None or c.analyzer_id in wanted]
         checks.sort(key=lambda c: (c.ts[-1], c.check_id))
-        with dask.config.set(scheduler=client):
-            stats = check_statistics(_stat_rows(verifier, checks))
-        if progress:
-            progress("plateau statistics (dask)", 1, 1)
-    results: list[dict[str, Any]] = []
+    results: list[CheckResult] = []
     for i in range(0, len(checks), batch):
         results.extend(verifier.evaluate_and_store(checks[i:i + batch]))
         if progress:
             progress("evaluating and storing", min(i + batch, len(checks)), len(checks))
-    compared, bad = _compare(results, stats)
-    for m in bad:
-        log.error("dask statistics differ from the stored result: %s", m)
-    return DaskReplay(results, len(checks), n_files, stats, compared, bad)
+    return DaskReplay(results, len(checks), n_files)
 
 
 def replay_dask(verifier: Verifier, archive_dir: str | Path | None, start: dt.datetime,
@@ -438,8 +296,8 @@ def replay_dask(verifier: Verifier, archive_dir: str | Path | None, start: dt.da
     """Re-evaluate every check that ended in [start, end), reading the archive on Dask.
 
     Stores the same results as :func:`envcal.verify.replay` (compared in the tests): the
-    archive is read and the plateau statistics computed on a Dask cluster; certificates,
-    previous results, rule packs and storage stay with one writer in time order.
+    archive is read on a Dask cluster; certificates, previous results, rule packs, the
+    batch kernel and storage stay with one writer in time order.
 
     Parameters
     ----------
@@ -457,7 +315,7 @@ def replay_dask(verifier: Verifier, archive_dir: str | Path | None, start: dt.da
 
     Returns
     -------
-    list of dict
+    list of CheckResult
         The results (as stored).
 
     References

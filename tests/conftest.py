@@ -10,8 +10,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from envcal.broker import Mosquitto, find_mosquitto
-from envcal.db import init_db, make_engine, normalize_url
+from envcal import numba_cache
+
+numba_cache.configure()  # before a test module imports numba (see envcal.numba_cache)
+
+from envcal.broker import Mosquitto, find_mosquitto  # noqa: E402
+from envcal.db import init_db, make_engine, normalize_url  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIONS = ROOT / "stations"

@@ -571,3 +571,25 @@ def test_peer_drift_opens_for_the_drifting_station_only(tmp_path, sqlite_engine)
     assert all(d > 0.5 for d in dev) and sorted(out[0]["evidence"]["neighbours"]) == ["PM0", "PM1", "PM2"]
     out = [o for o in eng.tick(day0 + dt.timedelta(days=4, minutes=1)) if o["kind"] == "peer_drift"]
     assert [(o["analyzer"], o["event"]) for o in out] == [("PM3", "resolve")]
+
+
+def test_drift_trend_page_and_alert_one_model(reg_engine, registry):
+    """The analyzer page's forecast (views.control_chart) and the drift_trend alert come
+    from one model: the alert is open exactly when the page's trend says ``alarm``."""
+    from envcal import views
+
+    eng = AlertEngine(reg_engine, registry)
+    # 0 .. 1.5 % F.S. in 6 checks: the page used to forecast (>= 5 points), no alert (< 7)
+    for d, e in enumerate([0.0, 0.3, 0.6, 0.9, 1.2, 1.5]):
+        eng.on_results([add_result(reg_engine, d, e)])
+    cc = views.control_chart(reg_engine, A, "SO2", "span")
+    assert not all_alerts(reg_engine, "drift_trend")
+    assert cc.trend.crossing is None and not cc.trend.alarm
+    eng.on_results([add_result(reg_engine, 6, 1.8)])
+    cc = views.control_chart(reg_engine, A, "SO2", "span")
+    (a,) = all_alerts(reg_engine, "drift_trend")
+    assert cc.trend.alarm and a["state"] == "open"
+    tr = a["evidence"]["trends"]["span"]
+    assert cc.trend.days_to_limit == pytest.approx(tr["days_to_limit"])
+    assert cc.trend.slope_per_day == pytest.approx(tr["slope_per_day"])
+    eng.close()

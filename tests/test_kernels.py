@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -32,10 +34,14 @@ def _same(a, b, rtol=1e-9, atol=1e-9):
 
 
 # --------------------------------------------------------------------------- environment
-def test_numba_cache_dir_explicit_and_writable():
+def test_numba_cache_dir_set_by_test_setup_not_by_import():
     d = os.environ.get("NUMBA_CACHE_DIR")
-    assert d and K.NUMBA_CACHE_DIR == d
-    assert os.access(d, os.W_OK)
+    assert d and os.access(d, os.W_OK)  # tests/conftest.py: envcal.numba_cache.configure()
+    assert not hasattr(K, "NUMBA_CACHE_DIR")
+    code = ("import os, sys; os.environ.pop('NUMBA_CACHE_DIR', None); before = dict(os.environ); "
+            "import envcal.kernels; print(dict(os.environ) == before)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
 
 
 # --------------------------------------------------------------------------- rolling

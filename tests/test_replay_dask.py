@@ -100,12 +100,11 @@ def test_replay_dask_same_results_as_single_process(archived_world):
     diffs = [(w["check_id"], k, g[k], w[k]) for g, w in zip(got, want, strict=False) for k in w if g[k] != w[k]]
     assert diffs == [] and len(got) == len(want)
     assert rep.files > 0 and len(rep.results) == len(single) and rep.checks <= len(single)
-    assert rep.compared >= 14 and rep.mismatches == []
     assert {"invalid", "pass"} <= {r["verdict"] for r in rep.results}
     assert phases[-1] == ("evaluating and storing", rep.checks, rep.checks)
-    # the noisy check had no plateau on Dask either
-    noisy = rep.stats[("NB-PP02-CEMS", "CK-NOISY", "SO2", 0)]
-    assert noisy["code"] == 3 and noisy["i0"] == -1
+    # the noisy check had no plateau (judged once, by the batch kernel of the live path)
+    noisy = next(r for r in rep.results if r["check_id"] == "CK-NOISY")
+    assert noisy["verdict"] == "invalid" and noisy["plateau_start"] is None
 
 
 def test_replay_dask_analyzer_filter_and_hot_only(archived_world):
@@ -115,30 +114,6 @@ def test_replay_dask_analyzer_filter_and_hot_only(archived_world):
     assert len(only) == len(replay(v, archive, *PERIOD, analyzer_ids=["SX-WW01-WQ"]))
     hot_only = replay_dask(v, None, *PERIOD)  # no archive: only what is still in SQL
     assert {r["check_id"] for r in hot_only} == {r["check_id"] for r in replay(v, None, *PERIOD)}
-
-
-def test_replay_dask_statistics_match_kernel_directly():
-    from envcal import kernels
-    from envcal.replay_dask import _Row, check_statistics, dask_client
-
-    rng = np.random.default_rng(5)
-    rows = []
-    for i in range(1100):  # > 2 chunks of 512 checks
-        n = int(rng.integers(5, 40))
-        x = np.concatenate([np.linspace(0, 100, 4), 100 + rng.normal(0, 0.3 if i % 7 else 30, n)])
-        rows.append(_Row(("A", f"CK{i}", "SO2", 0), np.arange(len(x)) * 10.0, x, 8, 5, 1.0, 0.05))
-    with dask_client("local") as client:
-        import dask
-
-        with dask.config.set(scheduler=client):
-            stats = check_statistics(rows)
-    for r in rows[:50]:
-        ev = kernels.evaluate_checks(r.x[None, :], r.t[None, :], [len(r.x)], np.nan, 1.0, 0.0, np.nan,
-                                     np.nan, np.inf, 0, r.window, r.max_std, r.max_slope, r.min_n)
-        s = stats[r.key]
-        assert (s["i0"], s["n"], s["code"]) == (int(ev.i0[0]), int(ev.n[0]), int(ev.verdict[0]))
-        assert s["mean"] == ev.mean[0] or (np.isnan(s["mean"]) and np.isnan(ev.mean[0]))
-    assert {s["code"] for s in stats.values()} >= {3, 5}
 
 
 def test_cli_verify_replay_dask_local(archived_world):

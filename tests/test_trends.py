@@ -69,7 +69,23 @@ def test_trends_noise_has_no_confident_crossing():
 
 def test_trends_channel_trend_reads_stored_results(sqlite_engine, registry):
     sync_registry(sqlite_engine, registry)
-    store_results(sqlite_engine, [_result(i, 10.0 * i) for i in range(6)])
-    tr = channel_trend(sqlite_engine, "HZ-AQ01-GAS", "O3", "span", 10.0)
+    store_results(sqlite_engine, [_result(i, 10.0 * i) for i in range(8)])
+    tr = channel_trend(sqlite_engine, "HZ-AQ01-GAS", "O3", "span", "error_fs_pct", 10.0)
     # error_fs_pct = i per 14 days -> slope 1/14 % F.S. per day
-    assert tr.n == 6 and tr.slope_per_day == pytest.approx(1 / 14)
+    assert tr.n == 8 and tr.slope_per_day == pytest.approx(1 / 14)
+
+
+def test_trends_too_few_points_no_forecast_as_the_alert_engine():
+    # 6 checks (< min_points 7): neither a forecast on the page nor a drift_trend alert
+    t = np.arange(6, dtype=float) + 20000.0
+    tr = trend_of(t, 0.25 * (t - 20000.0), 2.5)
+    assert tr.n == 6 and tr.crossing is None and tr.slope_per_day is None and not tr.alarm
+
+
+def test_trends_step_restarts_the_fit():
+    # drift to 1.75, then a recalibration back to 0.05 (step > 0.4 x 2.5): no forecast
+    t = np.arange(9, dtype=float)
+    y = np.array([0.25 * d for d in range(8)] + [0.05])
+    assert trend_of(t[:8], y[:8], 2.5).alarm
+    tr = trend_of(t, y, 2.5)
+    assert not tr.alarm and tr.crossing is None

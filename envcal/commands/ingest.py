@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import sys
@@ -184,43 +183,6 @@ def _attach_pipeline(svc, webhook: str | None, tick_seconds: float, *, settle: f
                   lease=dt.timedelta(seconds=lease) if lease is not None else None)
 
 
-def stats(
-    db: str | None = typer.Option(None, "--db", help="Database URL (default: ENVCAL_DB or sqlite:///envcal.db)"),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON for scripts"),
-) -> None:
-    """Counts: readings (hot and archived), dead letters, data gaps, and what later areas add."""
-    import importlib
-
-    from envcal.config import db_url
-    from envcal.db import make_engine
-    from envcal.ingest import stats as compute
-
-    # areas that add counts register them on import (envcal.ingest.register_stat)
-    for mod in ("envcal.verify", "envcal.alerts"):
-        try:
-            importlib.import_module(mod)
-        except Exception:  # noqa: BLE001 - a broken area must not hide the other counts
-            pass
-    engine = make_engine(db_url(db))
-    try:
-        counts = compute(engine)
-    finally:
-        engine.dispose()
-    if as_json:
-        typer.echo(json.dumps(counts))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="envcal stats")
-    table.add_column("what")
-    table.add_column("count", justify="right")
-    for k, v in counts.items():
-        table.add_row(k, str(v))
-    Console().print(table)
-
-
 def register(app: typer.Typer) -> None:
-    """Add ``ingest`` and ``stats`` to the ``envcal`` command."""
+    """Add ``ingest`` to the ``envcal`` command (``stats``: :mod:`envcal.commands.stats`)."""
     app.command("ingest")(ingest)
-    app.command("stats")(stats)

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
     def rules_list(as_json: bool = JsonOption, db: str | None = DbOption) -> None:
         """List the rule packs with their effective versions and confirmation counts."""
         from envcal.config import db_url
-        from envcal.rules import RulePackError, load_all
+        from envcal.rules import RulePackError
+        from envcal.rules.confirmations import load_all
 
         try:
             packs = load_all(_engine_if_any(db_url(db)))
@@ -84,7 +85,8 @@ def register(app: typer.Typer) -> None:
                    as_json: bool = JsonOption, db: str | None = DbOption) -> None:
         """Show every rule and out-of-control condition of one pack."""
         from envcal.config import db_url
-        from envcal.rules import RulePackError, load_pack
+        from envcal.rules import RulePackError
+        from envcal.rules.confirmations import load_pack
 
         try:
             p = load_pack(pack, _engine_if_any(db_url(db)))
@@ -126,7 +128,8 @@ def register(app: typer.Typer) -> None:
         """Confirm a rule against the primary text (stored, audited, overlaid on load)."""
         from envcal.config import db_url
         from envcal.db import init_db, make_engine
-        from envcal.rules import RulePackError, audit_available, confirm_rule, load_pack
+        from envcal.rules import RulePackError
+        from envcal.rules.confirmations import confirm_rule, load_pack
 
         engine = make_engine(db_url(db))
         init_db(engine)
@@ -135,5 +138,4 @@ def register(app: typer.Typer) -> None:
         except RulePackError as exc:
             _fail(exc)
         p = load_pack(pack, engine)
-        typer.echo(f"confirmed {pack}/{rule} by {by}; pack version now {p.effective_version}"
-                   + ("" if audit_available() else " (audit module absent: not audited)"))
+        typer.echo(f"confirmed {pack}/{rule} by {by}; pack version now {p.effective_version}")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass, field
 
+from envcal import codes
+
 #: China Standard Time (UTC+08:00): the default local time of HJ 212 frames and of the
 #: timestamps envcal writes for Chinese devices.
 UTC8 = dt.timezone(dt.timedelta(hours=8), "UTC+08:00")
 
-CHECK_KINDS = ("zero", "span", "std_sample", "membrane", "flow", "linearity")
-CHECK_PHASES = ("start", "run", "end")
+#: (defined in :mod:`envcal.codes`, re-exported for the decoders)
+CHECK_KINDS = codes.CHECK_KINDS
+CHECK_PHASES = codes.CHECK_PHASES
 #: HJ 212-2017 Table 8 data flags.
 DATA_FLAGS = {
     "N": "normal",

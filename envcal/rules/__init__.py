@@ -29,10 +29,12 @@ import json
 import math
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -43,17 +45,24 @@ from pydantic import (
 )
 
 from envcal.analytes import ANALYTES
+from envcal.codes import CHECK_KINDS, QUANTITIES, VERDICTS, limit_verdict
 from envcal.validation import describe
 
 RULES_DIR = Path(__file__).resolve().parent
 
-CheckKind = Literal["zero", "span", "std_sample", "membrane", "flow", "linearity"]
-Quantity = Literal["error_abs", "error_rel_pct", "error_fs_pct", "drift_fs_pct", "en"]
-Status = Literal["confirmed", "unverified"]
-Verdict = Literal["pass", "warn", "fail", "invalid"]
 
-CHECK_KINDS: tuple[str, ...] = ("zero", "span", "std_sample", "membrane", "flow", "linearity")
-QUANTITIES: tuple[str, ...] = ("error_abs", "error_rel_pct", "error_fs_pct", "drift_fs_pct", "en")
+
+def _one_of(names: tuple[str, ...], what: str):
+    def check(v: str) -> str:
+        if v not in names:
+            raise ValueError(f"{what} {v!r} is not one of {', '.join(names)}")
+        return v
+    return AfterValidator(check)
+
+
+CheckKind = Annotated[str, _one_of(CHECK_KINDS, "check kind")]
+Quantity = Annotated[str, _one_of(QUANTITIES, "quantity")]
+Status = Literal["confirmed", "unverified"]
 
 #: the unit a limit must be written in, per compared quantity (error_abs: the channel unit)
 _QUANTITY_UNIT: dict[str, str] = {"error_rel_pct": "%", "error_fs_pct": "% F.S.",
@@ -135,6 +144,8 @@ class Rule(_Strict):
             raise ValueError(f"unit {self.unit!r} does not fit quantity {self.quantity!r} "
                              f"(expected {expected!r})")
         if self.quantity == "error_abs":
+            # deferred: envcal.units builds a pint registry (+1.5 s measured on import of
+            # envcal.rules); only absolute-error rules need it (ARCHITECTURE.md, imports)
             from envcal.units import UnitError, parse_unit
 
             try:
@@ -161,7 +172,7 @@ class Rule(_Strict):
         """Required check interval, or ``None`` when the standard sets none."""
         return None if self.frequency_h is None else dt.timedelta(hours=self.frequency_h)
 
-    def verdict(self, value: float) -> Verdict:
+    def verdict(self, value: float) -> str:
         """Classify one value of :attr:`quantity` against this rule.
 
         Parameters
@@ -174,7 +185,9 @@ class Rule(_Strict):
         -------
         str
             ``"pass"`` when ``|value| <= warn``, ``"warn"`` when ``|value| <= limit``,
-            ``"fail"`` when ``|value| > limit``, ``"invalid"`` for NaN or infinity.
+            ``"fail"`` when ``|value| > limit``, ``"invalid"`` for NaN, infinity or a
+            value that is not a number (:func:`envcal.codes.limit_verdict`, the comparison
+            of the batch kernel).
 
         References
         ----------
@@ -185,16 +198,7 @@ class Rule(_Strict):
             v = float(value)
         except (TypeError, ValueError):
             return "invalid"
-        if math.isnan(v) or math.isinf(v):
-            return "invalid"
-        from envcal.kernels import LIMIT_RTOL  # the kernels' comparison, so both agree
-
-        a = abs(v)
-        if a <= self.warn * (1.0 + LIMIT_RTOL):
-            return "pass"
-        if a <= self.limit * (1.0 + LIMIT_RTOL):
-            return "warn"
-        return "fail"
+        return VERDICTS[min(limit_verdict(v, self.warn, self.limit), 3)]
 
     def applies_to(self, check_kind: str, analyte: str) -> bool:
         return self.check_kind == check_kind and analyte in self.analytes
@@ -441,13 +445,15 @@ def _rule_sha(doc: dict[str, Any]) -> str:
 _CACHE: dict[tuple[str, str], RulePack] = {}
 
 
-def _pack_path(name: str, directory: Path | None) -> Path:
+def pack_path(name: str, directory: Path | None) -> Path:
+    """The file of pack ``name`` in ``directory`` (default ``envcal/rules``)."""
     if not isinstance(name, str) or not _NAME_RE.match(name):
         raise RulePackError(f"invalid rule pack name {name!r} (lower-case letters, digits, _)")
     return (directory or RULES_DIR) / f"{name}.toml"
 
 
-def _parse(path: Path, name: str) -> RulePack:
+def parse_pack(path: Path, name: str) -> RulePack:
+    """Read and validate one pack file (cached by path and content)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -475,28 +481,22 @@ def _parse(path: Path, name: str) -> RulePack:
     return pack
 
 
-def _overlay(pack: RulePack, engine) -> RulePack:
-    from sqlmodel import Session, select
-
-    from envcal.models import RuleConfirmation
-
-    with Session(engine) as s:
-        rows = list(s.exec(select(RuleConfirmation).where(RuleConfirmation.pack == pack.name)
-                           .order_by(RuleConfirmation.confirmed_at, RuleConfirmation.id)))
-    latest: dict[str, RuleConfirmation] = {}
-    for row in rows:
-        latest[row.rule_id] = row  # later confirmations of the same rule win
+def apply_confirmations(pack: RulePack,
+                        confirmations: Mapping[str, tuple[str, Confirmation]]) -> RulePack:
+    """``pack`` with confirmed rules: rule id -> (SHA-256 of the rule content it confirms,
+    the confirmation). A confirmation of other content (the rule was edited) is ignored.
+    The overlay's hash enters :attr:`RulePack.effective_version`."""
     applied = []
     new_rules = []
     for r in pack.rules:
-        row = latest.get(r.id)
-        if row is not None and row.rule_sha256 == r.content_sha256:
-            nr = r.model_copy(update={"status": "confirmed", "quote": row.citation})
+        got = confirmations.get(r.id)
+        if got is not None and got[0] == r.content_sha256:
+            c = got[1]
+            nr = r.model_copy(update={"status": "confirmed", "quote": c.citation})
             nr._sha256 = r.content_sha256
-            nr._confirmation = Confirmation(citation=row.citation, by=row.confirmed_by,
-                                            at=row.confirmed_at)
+            nr._confirmation = c
             new_rules.append(nr)
-            applied.append([r.id, row.rule_sha256, row.citation, row.confirmed_by])
+            applied.append([r.id, got[0], c.citation, c.by])
         else:
             new_rules.append(r)
     if not applied:
@@ -509,22 +509,21 @@ def _overlay(pack: RulePack, engine) -> RulePack:
     return out
 
 
-def load_pack(name: str, engine=None, directory: str | Path | None = None) -> RulePack:
+def load_pack(name: str, *, directory: str | Path | None = None) -> RulePack:
     """Load and validate one rule pack.
 
     Parameters
     ----------
     name : str
         Pack name = file stem, e.g. ``"hj75_2017"``.
-    engine : sqlalchemy.engine.Engine, optional
-        When given, administrator confirmations (``rule_confirmation`` table) are
-        overlaid and reflected in :attr:`RulePack.effective_version`.
     directory : str or Path, optional
         Folder of pack files (default: ``envcal/rules``).
 
     Returns
     -------
     RulePack
+        As in the file; :func:`envcal.rules.confirmations.load_pack` overlays the
+        administrators' confirmations stored in a database.
 
     Raises
     ------
@@ -533,8 +532,7 @@ def load_pack(name: str, engine=None, directory: str | Path | None = None) -> Ru
         duplicate rule id, dangling reference; the message names the file and the key.
     """
     d = Path(directory) if directory is not None else None
-    pack = _parse(_pack_path(name, d), name)
-    return _overlay(pack, engine) if engine is not None else pack
+    return parse_pack(pack_path(name, d), name)
 
 
 def pack_names(directory: str | Path | None = None) -> list[str]:
@@ -543,9 +541,9 @@ def pack_names(directory: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in d.glob("*.toml"))
 
 
-def load_all(engine=None, directory: str | Path | None = None) -> dict[str, RulePack]:
+def load_all(*, directory: str | Path | None = None) -> dict[str, RulePack]:
     """Load every pack in ``directory`` (default ``envcal/rules``), keyed by name."""
-    return {n: load_pack(n, engine, directory) for n in pack_names(directory)}
+    return {n: load_pack(n, directory=directory) for n in pack_names(directory)}
 
 
 def validate_registry_packs(registry, directory: str | Path | None = None) -> None:
@@ -578,91 +576,9 @@ def validate_registry_packs(registry, directory: str | Path | None = None) -> No
         raise RulePackError("\n".join(problems))
 
 
-def confirm_rule(engine, pack: str, rule_id: str, citation: str, by: str,
-                 directory: str | Path | None = None) -> None:
-    """Record an administrator's confirmation of a rule against the primary text.
-
-    Parameters
-    ----------
-    engine : sqlalchemy.engine.Engine
-        A migrated database.
-    pack : str
-        Pack name.
-    rule_id : str
-        Id of a rule in that pack.
-    citation : str
-        The quotation of the primary text with its clause (becomes the rule's ``quote``).
-    by : str
-        Who confirms (recorded, and the audit actor).
-    directory : str or Path, optional
-        Folder of pack files (default ``envcal/rules``).
-
-    Raises
-    ------
-    RulePackError
-        Unknown pack or rule, or an empty citation / name.
-
-    Notes
-    -----
-    The confirmation is bound to the rule's content hash: once the rule is edited in the
-    file it no longer applies and must be confirmed again. Writing the same confirmation
-    twice updates the row (idempotent). An audit entry is written through
-    ``envcal.audit.record`` when that module exists.
-    """
-    from sqlmodel import Session, select
-
-    from envcal.models import RuleConfirmation
-
-    citation = (citation or "").strip()
-    by = (by or "").strip()
-    if len(citation) < 10:
-        raise RulePackError("citation: quote the primary text with its clause (at least 10 characters)")
-    if not by:
-        raise RulePackError("by: who confirms must be named")
-    p = load_pack(pack, directory=directory)
-    try:
-        rule = p.rule(rule_id)
-    except KeyError as exc:
-        raise RulePackError(f"{p.path}: {exc.args[0]}") from None
-    sha = rule.content_sha256
-    now = dt.datetime.now(dt.UTC)
-    with Session(engine) as s:
-        row = s.exec(select(RuleConfirmation).where(
-            RuleConfirmation.pack == pack, RuleConfirmation.rule_id == rule_id,
-            RuleConfirmation.rule_sha256 == sha)).first()
-        action = "rule.confirm" if row is None else "rule.reconfirm"
-        if row is None:
-            row = RuleConfirmation(pack=pack, rule_id=rule_id, rule_sha256=sha,
-                                   pack_version=p.effective_version, citation=citation,
-                                   confirmed_by=by, confirmed_at=now)
-        else:
-            row.citation, row.confirmed_by, row.confirmed_at = citation, by, now
-            row.pack_version = p.effective_version
-        s.add(row)
-        try:
-            from envcal import audit  # written by another area; optional until it lands
-        except ImportError:
-            audit = None
-        if audit is not None:
-            audit.record(s, by, action, "rule", f"{pack}/{rule_id}",
-                         {"citation": citation, "rule_sha256": sha,
-                          "pack_version": p.effective_version,
-                          "previous_status": rule.status, "limit": rule.limit,
-                          "unit": rule.unit})
-        s.commit()
-
-
-def audit_available() -> bool:
-    """Whether :mod:`envcal.audit` exists (confirmations are audited only then)."""
-    try:
-        from envcal import audit  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 __all__ = [
     "CHECK_KINDS", "QUANTITIES", "RULES_DIR", "Confirmation", "OutOfControl", "Plateau", "Rule",
-    "RulePack", "RulePackError", "Source", "Statistics", "StatisticsLimit", "audit_available",
-    "confirm_rule", "load_all", "load_pack", "pack_names", "validate_registry_packs",
+    "RulePack", "RulePackError", "Source", "Statistics", "StatisticsLimit", "apply_confirmations",
+    "load_all",
+    "load_pack", "pack_names", "pack_path", "parse_pack", "validate_registry_packs",
 ]

@@ -52,7 +52,7 @@ def revoke_certificate(engine: Engine, actor: Actor | None, cert_id: str, reason
 
 def confirm_rule(engine: Engine, actor: Actor | None, pack: str, rule_id: str, citation: str) -> None:
     """Confirm a rule against the primary text with a citation (admin); audit-logged."""
-    from envcal.rules import confirm_rule as confirm
+    from envcal.rules.confirmations import confirm_rule as confirm
 
     require(actor, "rule.confirm")
     confirm(engine, pack, rule_id, citation, actor.name)

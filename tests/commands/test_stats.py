@@ -30,3 +30,17 @@ def test_stats_json_counts_hot_and_archived(engine, db_url, registry):
     assert counts["readings"] == 2 + 40
     assert counts["dead_letters"] == 1
     assert counts["data_gaps"] == 0
+
+
+def test_stats_one_explicit_list_every_documented_count(sqlite_engine):
+    # DESIGN.md §4: readings, dead_letters, data_gaps, results, alerts - always present,
+    # whatever was imported before (no registration on import)
+    from envcal.stats import NAMES, stats
+
+    assert {"readings", "dead_letters", "data_gaps", "results", "alerts"} <= set(NAMES)
+    assert list(stats(sqlite_engine)) == list(NAMES)
+    assert stats(sqlite_engine, ["alerts"]) == {"alerts": 0}
+    import pytest
+
+    with pytest.raises(KeyError, match="unknown count"):
+        stats(sqlite_engine, ["alarms"])

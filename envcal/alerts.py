@@ -74,6 +74,7 @@ from envcal import audit
 from envcal import data_quality as dq
 from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
 from envcal.codes import CHECK_KINDS
+from envcal.instruments import verification_due, verification_due_alert
 from envcal.models import (
     Alert,
     AlertEvent,
@@ -1005,8 +1006,6 @@ class AlertEngine:
 
     def _verification_due(self, now: dt.datetime) -> list[Desired]:
         """Instrument verification records due or expired (rule: :func:`envcal.instruments.verification_due`)."""
-        from envcal.instruments import verification_due, verification_due_alert
-
         due = verification_due(self.engine, now, sorted(self.registry.analyzers),
                                lead_days=self.config.verification_due_days)
         return [Desired(aid, None, "verification_due", True, **verification_due_alert(d), data_ts=now)

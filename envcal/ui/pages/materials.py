@@ -90,7 +90,9 @@ if is_lab:
             f_trace = st.text_input(t("cm.f_trace"), key="cf_trace")
             st.markdown(t("cm.f_values"))
             f_values = st.data_editor(
-                pd.DataFrame([{"analyte": "", "value": None, "unit": "", "U": None, "k": 2.0}]),
+                pd.DataFrame({"analyte": pd.Series(dtype=str), "value": pd.Series(dtype=float),
+                              "unit": pd.Series(dtype=str), "U": pd.Series(dtype=float),
+                              "k": pd.Series(dtype=float)}),
                 num_rows="dynamic", key="cf_values", hide_index=True, width="stretch",
                 column_config={"analyte": st.column_config.TextColumn(t("col.analyte")),
                                "value": st.column_config.NumberColumn(t("col.certified")),

@@ -587,8 +587,8 @@ def summarise(engine: sa.Engine) -> dict[str, Any]:
         "alerts_by_analyzer": {analyzer: {kind: N}}, "dead_letters": N, "data_gaps": N,
         "archive_files": N}``; readings count hot and archived values.
     """
-    from envcal.ingest import stats
     from envcal.models import Alert, ArchiveFile, CheckResult
+    from envcal.stats import stats
 
     counts = stats(engine, ["readings", "dead_letters", "data_gaps"])
     r, a = CheckResult.__table__.c, Alert.__table__.c

@@ -1,5 +1,8 @@
-"""Kernels of verification against their baselines (bottleneck, pandas, numpy BLAS, the numpy
-reference implementation, ioos_qc, SaQC).
+"""Kernels of verification against their baselines: first the production paths (the batch
+check kernel, the check core and a replay through the Verifier, the QARTOD data-quality
+kernels against ioos_qc), then the kernels kept for comparison only
+(:mod:`benchmarks.research_kernels`: rolling mean/std against bottleneck, pandas and SaQC,
+many-row drift slope against numpy BLAS).
 
 Timing: JIT warm-up is excluded, and envcal and its baseline are timed in alternation
 (:func:`_alternating_best`, best of several rounds each), so that load from other processes
@@ -18,19 +21,34 @@ not installed.
 
 from __future__ import annotations
 
+import datetime as dt
 import gc
 import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 
+import numba
 import numpy as np
+from sqlmodel import Session
 
+from benchmarks import research_kernels as B
 from benchmarks.common import best_of, row
 from envcal import kernels as K
 from envcal import kernels_ref as R
+from envcal.checks.core import Case, ChannelReadings, Reference, evaluate, evaluate_many
+from envcal.checks.extract import archived_checks
+from envcal.db import init_db, make_engine
+from envcal.models import Reading
+from envcal.registry import load_registry, sync_registry
+from envcal.rules import load_pack
+from envcal.verify import Verifier, replay
+
+STATIONS = Path(__file__).resolve().parents[1] / "stations"
 
 _BLAS_ENV = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 #: pause before each timed call of the drift rows comparison [s] (> OpenBLAS's busy-wait)
@@ -111,8 +129,8 @@ def bench_rolling(quick: bool) -> list[dict]:
     n = 10_000_000 if quick else 100_000_000
     w = 60
     x = 1e6 + np.random.default_rng(0).standard_normal(n)
-    K.rolling_mean_std(x[:1000], w)  # JIT warm-up (cached after the first run)
-    m, s = K.rolling_mean_std(x, w)
+    B.rolling_mean_std(x[:1000], w)  # JIT warm-up (cached after the first run)
+    m, s = B.rolling_mean_std(x, w)
     err = _rel_err_std(x, s, w)
     del m, s
     gc.collect()
@@ -121,7 +139,7 @@ def bench_rolling(quick: bool) -> list[dict]:
     del bm
     bn.move_mean(x[:1000], w, min_count=1)
     best = _alternating_best({
-        "envcal": lambda: K.rolling_mean_std(x, w),
+        "envcal": lambda: B.rolling_mean_std(x, w),
         "bn": lambda: (bn.move_mean(x, w, min_count=1), bn.move_std(x, w, min_count=1, ddof=1)),
     }, 3 if quick else 5)
     env_s, bn_s = best["envcal"], best["bn"]
@@ -139,13 +157,13 @@ def bench_rolling(quick: bool) -> list[dict]:
 def bench_drift_rows(quick: bool) -> list[dict]:
     r, p = (100, 500_000) if quick else (1000, 500_000)
     t, Y = _rows_data(r, p)
-    K.drift_slope_rows(t[:10], Y[:2, :10])
-    K.drift_slope_rows(t[:10] ** 2, Y[:2, :10])  # both time-grid variants compiled
-    slope = K.drift_slope_rows(t, Y)[0]
+    B.drift_slope_rows(t[:10], Y[:2, :10])
+    B.drift_slope_rows(t[:10] ** 2, Y[:2, :10])  # both time-grid variants compiled
+    slope = B.drift_slope_rows(t, Y)[0]
     ref = [R.drift_slope(t, Y[i].astype(np.float64))[0] for i in range(3)]
     err = float(np.max(np.abs(slope[:3] - ref) / np.abs(ref)))
     if any(k in os.environ for k in _BLAS_ENV):
-        env_s = best_of(lambda: K.drift_slope_rows(t, Y), 5)
+        env_s = best_of(lambda: B.drift_slope_rows(t, Y), 5)
         base_s, blas, how = _blas_baseline(r, p, Y, t)
     else:
         t32 = t.astype(np.float32)
@@ -153,13 +171,13 @@ def bench_drift_rows(quick: bool) -> list[dict]:
         # both sides multi-threaded (numba: all cores, OpenBLAS: its default threads); each
         # timed call starts after a settle pause, because OpenBLAS's workers busy-wait ~0.1 s
         # after a call and would otherwise take a core from the envcal call that follows
-        best = _alternating_best({"envcal": lambda: K.drift_slope_rows(t, Y),
+        best = _alternating_best({"envcal": lambda: B.drift_slope_rows(t, Y),
                                   "blas": lambda: Y @ t32}, 7, settle=_SETTLE_S)
         env_s, base_s = best["envcal"], best["blas"]
         blas, how = _blas_info(), "in process (no OPENBLAS_* set), alternating with envcal"
     return [row("drift_slope_vs_numpy_blas", env_s, "float32 Y @ t (BLAS gemv)", base_s,
                 shape=[r, p], max_rel_err_slope=err, blas=blas, blas_run=how,
-                numba_threads=K.numba.get_num_threads(), settle_s=_SETTLE_S,
+                numba_threads=numba.get_num_threads(), settle_s=_SETTLE_S,
                 gb_per_s_envcal=Y.nbytes / env_s / 1e9, gb_per_s_blas=Y.nbytes / base_s / 1e9)]
 
 
@@ -188,6 +206,85 @@ def bench_checks(quick: bool) -> list[dict]:
     return [row("check_eval_100k", env_s, "numpy reference (envcal.kernels_ref)", base_s,
                 checks=m, readings=60, baseline_rows_timed=sub,
                 baseline_note="row-by-row reference timed on a subset, scaled linearly")]
+
+
+def _cases(m: int, w: int = 60) -> list[Case]:
+    rng = np.random.default_rng(2)
+    pack = load_pack("hj75_2017")
+    ts = np.datetime64("2026-11-02T08:00:00", "us") + np.arange(w) * np.timedelta64(60, "s")
+    resp = 160 * (1 - np.exp(-np.arange(w) / 3.0))
+    return [Case(ChannelReadings(analyzer="A", station="S", analyte="SO2", kind="span",
+                                 check_id=f"CK{i}", unit="mg/m3", span=200.0, ts=ts,
+                                 values=resp + rng.normal(0, 0.3, w) + rng.normal(0, 2.0),
+                                 material="LOT"), Reference(160.0, 0.8), None, pack)
+            for i in range(m)]
+
+
+def bench_core(quick: bool) -> list[dict]:
+    """The check core as production calls it (one batch) against one kernel call per check
+    (how live checks and replay were judged before)."""
+    m = 2_000 if quick else 20_000
+    cases = _cases(m)
+    evaluate_many(cases[:10])
+    assert evaluate_many(cases[:50]) == [evaluate(c.readings, c.reference, c.previous, c.pack)
+                                         for c in cases[:50]]
+    best = _alternating_best({
+        "batch": lambda: evaluate_many(cases),
+        "per_check": lambda: [evaluate(c.readings, c.reference, c.previous, c.pack) for c in cases],
+    }, 3)
+    return [row("check_core_batch", best["batch"], "one kernel call per check", best["per_check"],
+                checks=m, readings=60, checks_per_s=m / best["batch"])]
+
+
+def _replay_world(root: Path, n_days: int) -> tuple:
+    """A SQLite database with zero and span checks of one CEMS (SO2, NOx) on n_days days."""
+    eng = make_engine(f"sqlite:///{root / 'replay.db'}")
+    init_db(eng)
+    reg = load_registry(STATIONS)
+    sync_registry(eng, reg)
+    t0 = dt.datetime(2026, 1, 1, 1, tzinfo=dt.UTC)
+    rng = np.random.default_rng(4)
+    rows = []
+    for d in range(n_days):
+        for k, kind in enumerate(("zero", "zero")):
+            start = t0 + dt.timedelta(days=d, hours=2 * k)
+            ck = f"CK-{d}-{k}"
+            for analyte, level in (("SO2", 0.5 + 0.01 * d), ("NOx", 1.0)):
+                for i in range(20):
+                    v = level * (1 - np.exp(-(i + 1) / 1.5)) + rng.normal(0, 0.01)
+                    rows.append(Reading(analyzer_id="NB-PP02-CEMS", analyte=analyte,
+                                        ts=start + dt.timedelta(seconds=20 * i), value=v,
+                                        flag="C", check_id=ck, check_kind=kind,
+                                        check_phase="end" if i == 19 else "run",
+                                        material="", received_at=start))
+    with Session(eng) as s:
+        s.add_all(rows)
+        s.commit()
+    return eng, reg, t0, t0 + dt.timedelta(days=n_days + 1)
+
+
+def bench_replay(quick: bool) -> list[dict]:
+    """``envcal verify replay`` on the batch path against evaluating and storing one check
+    at a time (the replay loop before the check core)."""
+    n_days = 100 if quick else 500
+    with tempfile.TemporaryDirectory() as tmp:
+        eng, reg, start, end = _replay_world(Path(tmp), n_days)
+        v = Verifier(eng, reg)
+        checks = archived_checks(eng, None, reg, start, end)
+
+        def per_check():
+            todo = archived_checks(eng, None, reg, start, end)
+            for c in sorted(todo, key=lambda c: (c.ts[-1], c.check_id)):
+                v.evaluate_and_store([c])
+
+        replay(v, None, start, end)  # warm-up (and the stored results exist: both upsert)
+        best = _alternating_best({"batch": lambda: replay(v, None, start, end),
+                                  "per_check": per_check}, 2)
+        eng.dispose()
+    n = len(checks) * 2
+    return [row("replay_batch", best["batch"], "evaluate and store one check at a time",
+                best["per_check"], channel_checks=n, checks_per_s=n / best["batch"],
+                note="SQLite, hot store only; includes reading the checks and storing results")]
 
 
 def bench_qartod(quick: bool) -> list[dict]:
@@ -235,7 +332,7 @@ def bench_saqc(quick: bool) -> list[dict]:
     w = 60
     x = 1e6 + np.random.default_rng(0).standard_normal(n)
     idx = pd.date_range("2024-01-01", periods=n, freq="1min")
-    K.rolling_mean_std(x[:1000], w)
+    B.rolling_mean_std(x[:1000], w)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         qc = saqc.SaQC(pd.DataFrame({"x": x}, index=idx))
@@ -246,9 +343,9 @@ def bench_saqc(quick: bool) -> list[dict]:
                              center=False)
 
         s_ref = _saqc_roll().data["s"].to_numpy()
-        s_env = K.rolling_mean_std(x, w)[1]
+        s_env = B.rolling_mean_std(x, w)[1]
         agree = float(np.nanmax(np.abs(s_env[w:] - s_ref[w:]) / s_ref[w:]))
-        best = _alternating_best({"envcal": lambda: K.rolling_mean_std(x, w),
+        best = _alternating_best({"envcal": lambda: B.rolling_mean_std(x, w),
                                   "saqc": _saqc_roll}, 2 if quick else 3)
         rows.append(row("rolling_mean_std_vs_saqc", best["envcal"],
                         "saqc SaQC.rolling mean+std (trailing, window 60)", best["saqc"],
@@ -273,7 +370,8 @@ def bench_saqc(quick: bool) -> list[dict]:
 
 def run(quick: bool) -> list[dict]:
     rows: list[dict] = []
-    for part in (bench_rolling, bench_drift_rows, bench_checks, bench_qartod, bench_saqc):
+    for part in (bench_checks, bench_core, bench_replay, bench_qartod, bench_rolling,
+                 bench_drift_rows, bench_saqc):
         rows.extend(part(quick))
         gc.collect()
     return rows

@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-KERNEL_FILES = ("kernels.py", "codes.py", "data_quality.py", "alerts.py", "protocols/hj212.py")
+KERNEL_FILES = ("kernels.py", "codes.py", "data_quality.py", "alerts", "protocols/hj212.py")
 
 
 def _tag() -> str:

@@ -40,9 +40,12 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
+from envcal.certificates import ALIASES, CertificateDoc, _convert_value, certificate_state
+from envcal.models import Certificate
 from envcal.protocols.records import CheckBlock
 from envcal.registry import AnalyzerSpec, Registry
-from envcal.units import UnitError, convert
+from envcal.rules import load_pack
+from envcal.units import UnitError
 
 #: Local time of the simulated network (China Standard Time).
 TZ = dt.timezone(dt.timedelta(hours=8))
@@ -65,9 +68,6 @@ ALERT_KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overd
 FAULT_TYPES = ("drift", "bias", "stuck", "noise", "drop", "malformed", "material", "falsify",
                "maintenance")
 
-#: Certificate analytes that can stand for a channel analyte (NOx is expressed as NO2; an
-#: NO cylinder certified in umol/mol gives the same mole fraction of NOx).
-_ALIASES = {"NOx": ("NOx", "NO", "NO2")}
 #: HJ 212 system codes (ST) by station kind.
 _ST = {"ambient_air": "22", "flue_gas": "31", "surface_water": "21", "wastewater": "32"}
 
@@ -80,63 +80,73 @@ class SimulatorError(ValueError):
 
 
 # ------------------------------------------------------------------------------ materials
-@dataclass(frozen=True)
-class Material:
-    """The parts of a CRM certificate the simulator needs."""
-
-    id: str
-    kind: str
-    values: dict[str, tuple[float, str]]  # analyte -> (value, unit)
-    issued: dt.date | None = None
-    expires: dt.date | None = None
-    matrix: str = ""
-
-    def valid_on(self, day: dt.date) -> bool:
-        return (self.issued is None or self.issued <= day) and (
-            self.expires is None or day < self.expires)
-
-
-def _date(s) -> dt.date | None:
-    return dt.date.fromisoformat(str(s)[:10]) if s else None
-
-
-def load_materials(path: str | Path | None = None) -> list[Material]:
-    """Read CRM certificates (``*.json``, issue 3 format) from a folder.
+def load_materials(path: str | Path | None = None) -> list[CertificateDoc]:
+    """Read CRM certificates (``*.json``, the format of :class:`envcal.certificates.CertificateDoc`).
 
     Parameters
     ----------
     path : str or Path, optional
         Folder of certificate files, searched recursively; default ``reference_materials/``
-        of the project. Files that are not certificates (e.g. ``schema.json``) are skipped.
+        of the project. JSON files that are not certificates (no ``id`` and ``values``, e.g.
+        ``schema.json``) are skipped.
 
     Returns
     -------
-    list of Material
+    list of CertificateDoc
         Sorted by id.
+
+    Raises
+    ------
+    SimulatorError
+        A certificate file that envcal's certificate model refuses (naming the file).
     """
     folder = Path(path) if path is not None else DEFAULT_MATERIALS
     if not folder.is_dir():
         raise SimulatorError(f"{folder}: no such materials folder")
-    out: dict[str, Material] = {}
+    out: dict[str, CertificateDoc] = {}
     for f in sorted(folder.rglob("*.json")):
         try:
-            data = json.loads(f.read_text(encoding="utf-8"))
+            text = f.read_text(encoding="utf-8-sig")
+            data = json.loads(text)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise SimulatorError(f"{f}: invalid JSON: {exc}") from None
         if not isinstance(data, dict) or "id" not in data or "values" not in data:
             continue
-        values = {}
-        for v in data.get("values") or []:
-            try:
-                values[str(v["analyte"])] = (float(v["value"]), str(v["unit"]))
-            except (KeyError, TypeError, ValueError):
-                raise SimulatorError(f"{f}: values: need analyte, value and unit") from None
-
-        out[str(data["id"])] = Material(id=str(data["id"]), kind=str(data.get("kind", "")),
-                                        values=values, issued=_date(data.get("issued")),
-                                        expires=_date(data.get("expires")),
-                                        matrix=str(data.get("matrix", "")))
+        try:
+            doc = CertificateDoc.model_validate_json(text)
+        except ValidationError as exc:
+            raise SimulatorError(f"{f}: not a valid certificate: {exc.errors()[0]['msg']} "
+                                 f"at {'.'.join(map(str, exc.errors()[0]['loc']))}") from None
+        out[doc.id] = doc
     return [out[k] for k in sorted(out)]
+
+
+def material_reference(doc: CertificateDoc, analyte: str, unit: str, day: dt.date,
+                       molar_volume: float) -> tuple[bool, float] | None:
+    """(valid on ``day``, certified value in ``unit``) of a lot for a channel, or None when
+    the lot certifies no value usable for the analyte.
+
+    The same rules as envcal's reference value (:func:`envcal.certificates.certified_value`):
+    validity ``issued <= day <= expires``, the analyte aliases of
+    :data:`envcal.certificates.ALIASES` in their order, gas conversions with the rule pack's
+    molar volume [L/mol]; a zero material without values is 0.
+    """
+    valid = certificate_state(Certificate(issued=doc.issued, expires=doc.expires, current=True),
+                              day) == "valid"
+    by_analyte = {v.analyte: v for v in doc.values}
+    for name in ALIASES.get(analyte, (analyte,)):
+        v = by_analyte.get(name)
+        if v is None:
+            continue
+        try:
+            value, _, _, _ = _convert_value(v.value, v.U, v.analyte, v.unit, analyte, unit,
+                                            molar_volume)
+        except UnitError:
+            return None
+        return valid, value
+    if doc.kind == "zero_material" and not doc.values:
+        return valid, 0.0
+    return None
 
 
 # ------------------------------------------------------------------------------ faults
@@ -383,7 +393,7 @@ class Simulator:
     ----------
     registry : Registry
         Stations and analyzers (``envcal.registry.load_registry``).
-    materials : list of Material or str or Path, optional
+    materials : list of CertificateDoc or str or Path, optional
         CRM certificates, or a folder of them (default ``reference_materials/``).
     faults : list of Fault or str or Path, optional
         Injected faults, or a fault file; None for none.
@@ -563,39 +573,39 @@ class Simulator:
 
     def _material_for(self, a: _Analyzer, name: str, kind: str, when: dt.date
                       ) -> tuple[str, float] | None:
-        """(material id, reference value in the channel unit) for a check, or None."""
+        """(material id, reference value in the channel unit) for a check, or None.
+
+        Reference values come from :func:`material_reference` (envcal's certificate rules,
+        the analyzer's rule-pack molar volume), so the simulator's ground truth is the value
+        envcal will compare with."""
         ch = a.spec.channel(name)
+        mv = load_pack(a.spec.rule_pack).molar_volume
         if kind == "zero":
             # zero gas / zero water that lists the analyte; otherwise zero air (empty material)
             best = None
             for m in self.materials:
-                if m.kind != "zero_material" or name not in m.values:
+                if m.kind != "zero_material" or not any(
+                        v.analyte in ALIASES.get(name, (name,)) for v in m.values):
                     continue
-                value, unit = m.values[name]
-                try:
-                    ref = convert(value, unit, ch.unit, name)
-                except UnitError:
+                got = material_reference(m, name, ch.unit, when, mv)
+                if got is None:
                     continue
-                score = 0 if m.valid_on(when) else 1
+                score = 0 if got[0] else 1
                 if best is None or score < best[0]:
-                    best = (score, m.id, ref)
+                    best = (score, m.id, got[1])
             return ("", 0.0) if best is None else (best[1], best[2])
         target = (0.8 if kind == "span" else 0.5) * ch.span
         best = None
         for m in self.materials:
             if m.kind not in ("gas_cylinder", "solution"):
                 continue
-            for alias in _ALIASES.get(name, (name,)):
-                if alias not in m.values:
-                    continue
-                value, unit = m.values[alias]
-                try:
-                    ref = convert(value, unit, ch.unit, name)
-                except UnitError:
-                    continue
-                score = (0 if m.valid_on(when) else 1, 0 if ref <= ch.span else 1, abs(ref - target))
-                if best is None or score < best[0]:
-                    best = (score, m.id, ref)
+            got = material_reference(m, name, ch.unit, when, mv)
+            if got is None:
+                continue
+            valid, ref = got
+            score = (0 if valid else 1, 0 if ref <= ch.span else 1, abs(ref - target))
+            if best is None or score < best[0]:
+                best = (score, m.id, ref)
         return None if best is None else (best[1], best[2])
 
     def _plan(self, a: _Analyzer) -> list[tuple[float, str, str]]:

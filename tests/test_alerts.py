@@ -398,7 +398,7 @@ def test_falsify_window_bounded_over_a_day_of_5s_ticks(sqlite_engine, registry):
     key = ("HZ-AQ02-PM", "PM2.5")
     rng = np.random.default_rng(3)
     ticks = [T0 + dt.timedelta(seconds=5 * i) for i in range(17_280 + 2_000)]
-    counts = rng.integers(0, 4, size=(len(ticks), len(alerts._FALSIFY_COUNTS)))
+    counts = rng.integers(0, 4, size=(len(ticks), len(alerts.FALSIFY_COUNTS)))
     window = dt.timedelta(hours=eng.config.dq_window_h)
     width = window / alerts.FALSIFY_BUCKETS
     longest = 0

@@ -45,66 +45,6 @@ def test_numba_cache_dir_set_by_test_setup_not_by_import():
 
 
 # --------------------------------------------------------------------------- rolling
-@SETTINGS
-@given(x=_series(), window=st.integers(1, 12), min_count=st.integers(1, 4),
-       ddof=st.integers(0, 1), f32=st.booleans())
-def test_rolling_mean_std_matches_reference(x, window, min_count, ddof, f32):
-    if f32:
-        x = x.astype(np.float32)
-    m, s = K.rolling_mean_std(x, window, min_count, ddof)
-    mp, sp = np.empty(x.size), np.empty(x.size)
-    K._rolling_serial.py_func(x, window, min_count, ddof, mp, sp)
-    mr, sr = R.rolling_mean_std(x, window, min_count, ddof)
-    assert m.dtype == np.float64 and m.shape == x.shape
-    _same(m, mp)
-    _same(s, sp)
-    # sums-based rolling std: where the true std is ~0 inside data of range D the absolute
-    # error is ~sqrt(eps * block) * D (about 3e-7 D), as for any add/remove algorithm
-    scale = float(np.nanmax(np.abs(x))) if np.isfinite(x).any() else 0.0
-    _same(m, mr, atol=1e-12 * (1 + scale))
-    _same(s, sr, atol=2e-6 * (1 + scale))
-
-
-def test_rolling_mean_std_worked_example():
-    # window 3, ddof 1 over [1, 2, NaN, 4, 6]:
-    #   i=0 [1] -> mean 1, std NaN (1 value, ddof 1)
-    #   i=1 [1, 2] -> mean 1.5, std sqrt(((-.5)^2 + .5^2)/1) = sqrt(0.5) = 0.70711
-    #   i=2 [1, 2, NaN] -> same as i=1
-    #   i=3 [2, NaN, 4] -> mean 3, std sqrt((1 + 1)/1) = 1.41421
-    #   i=4 [NaN, 4, 6] -> mean 5, std 1.41421
-    m, s = K.rolling_mean_std(np.array([1.0, 2.0, np.nan, 4.0, 6.0]), 3)
-    _same(m, [1.0, 1.5, 1.5, 3.0, 5.0])
-    _same(s, [np.nan, math.sqrt(0.5), math.sqrt(0.5), math.sqrt(2.0), math.sqrt(2.0)])
-
-
-def test_rolling_mean_std_large_offset_parallel_path_is_accurate():
-    # 200,000 points (parallel path) around 1e6: relative error of std vs two-pass numpy
-    rng = np.random.default_rng(7)
-    x = 1e6 + rng.normal(0.0, 1.0, 200_000)
-    m, s = K.rolling_mean_std(x, 60)
-    idx = np.arange(59, x.size, 1013)
-    ex_m = np.array([x[i - 59:i + 1].mean() for i in idx])
-    ex_s = np.array([x[i - 59:i + 1].std(ddof=1) for i in idx])
-    assert np.max(np.abs(s[idx] - ex_s) / ex_s) < 1e-9
-    assert np.max(np.abs(m[idx] - ex_m) / ex_m) < 1e-12
-    # the parallel path gives the same bits as the serial one
-    ms, ss = np.empty_like(x), np.empty_like(x)
-    K._rolling_serial(x, 60, 1, 1, ms, ss)
-    assert np.array_equal(m, ms, equal_nan=True) and np.array_equal(s, ss, equal_nan=True)
-
-
-def test_rolling_mean_std_empty_one_and_bad_window():
-    m, s = K.rolling_mean_std(np.empty(0), 5)
-    assert m.shape == (0,) and s.shape == (0,)
-    m, s = K.rolling_mean_std(np.array([3.0]), 5, 1, 0)
-    assert m[0] == 3.0 and s[0] == 0.0
-    with pytest.raises(ValueError, match="window"):
-        K.rolling_mean_std(np.ones(3), 0)
-
-
-def test_rolling_mean_std_constant_gives_exact_zero():
-    _, s = K.rolling_mean_std(np.full(1000, 123456.789), 60)
-    assert np.all(s[1:] == 0.0)
 
 
 # --------------------------------------------------------------------------- plateau
@@ -340,45 +280,6 @@ def test_evaluate_checks_en_uses_type_a_uncertainty():
 
 
 # --------------------------------------------------------------------------- trends
-def test_drift_slope_worked_example():
-    # t = 0..3 d, y = [1, 3, 2, 4] %: t̄ 1.5, ȳ 2.5, Sxx = 2.25+.25+.25+2.25 = 5,
-    # Sxy = 2.25-.25-.25+2.25 = 4 -> slope 0.8 %/d, intercept 2.5 - 0.8*1.5 = 1.3;
-    # residuals -0.3, 0.9, -0.9, 0.3 -> SSE 1.8 -> se = sqrt(1.8/2/5) = 0.424264
-    slope, se, icpt, n = K.drift_slope(np.arange(4.0), np.array([1.0, 3, 2, 4]))
-    assert n == 4
-    assert slope == pytest.approx(0.8, rel=1e-14) and icpt == pytest.approx(1.3, rel=1e-14)
-    assert se == pytest.approx(math.sqrt(0.18), rel=1e-12)
-    assert all(math.isnan(v) for v in K.drift_slope(np.ones(1), np.ones(1))[:3])
-    assert K.drift_slope(np.empty(0), np.empty(0))[3] == 0
-    assert math.isnan(K.drift_slope(np.arange(2.0), np.arange(2.0))[1])  # n = 2: no se
-
-
-@SETTINGS
-@given(y=_series(0, 50), f32=st.booleans())
-def test_drift_slope_matches_reference_and_rows(y, f32):
-    if f32:
-        y = y.astype(np.float32)
-    t = np.arange(y.size, dtype=np.float64) * 0.5 + 20000.0
-    got = K.drift_slope(t, y)
-    _same(got, K.drift_slope.py_func(t, y))
-    _same(got, R.drift_slope(t, y), rtol=1e-8, atol=1e-10)
-    rows = K.drift_slope_rows(t, np.stack([y, y]))
-    for r in rows:
-        assert r.shape == (2,)
-    _same([r[1] for r in rows], got, rtol=1e-7, atol=1e-9)
-
-
-def test_drift_slope_rows_float32_big_offset():
-    rng = np.random.default_rng(5)
-    t = np.arange(5000.0)
-    Y = (3.0 + 0.002 * t + rng.normal(0, 0.1, (4, t.size))).astype(np.float32)
-    Y[1, ::7] = np.nan
-    slope, se, icpt, n = K.drift_slope_rows(t, Y)
-    for i in range(4):
-        ref = R.drift_slope(t, Y[i])
-        _same([slope[i], se[i], icpt[i], n[i]], ref, rtol=1e-9, atol=1e-12)
-    with pytest.raises(ValueError):
-        K.drift_slope_rows(t, Y[:, :10])
 
 
 def test_ewma_worked_example():
@@ -530,115 +431,85 @@ def test_qartod_worked_examples():
 
 
 # --------------------------------------------------------------------------- gufuncs
-def test_gufuncs_under_xarray_and_dask():
-    import dask.array as da
-    import xarray as xr
-
-    rng = np.random.default_rng(2)
-    data = rng.normal(50.0, 2.0, (6, 200))
-    data[2, 10:20] = np.nan
-    arr = xr.DataArray(da.from_array(data, chunks=(2, 200)), dims=("channel", "time"))
-    mean, std = xr.apply_ufunc(
-        K.rolling_mean_std_gu, arr, 10, 1, 1,
-        input_core_dims=[["time"], [], [], []], output_core_dims=[["time"], ["time"]],
-        dask="parallelized", output_dtypes=[np.float64, np.float64])
-    assert isinstance(mean.data, da.Array)
-    mean, std = mean.compute(), std.compute()
-    for i in range(6):
-        em, es = K.rolling_mean_std(data[i], 10)
-        _same(mean.values[i], em, rtol=0, atol=0)
-        _same(std.values[i], es, rtol=0, atol=0)
-
-    t = xr.DataArray(np.arange(200.0) / 24.0, dims="time")
-    out = xr.apply_ufunc(
-        K.drift_slope_gu, t, arr, input_core_dims=[["time"], ["time"]],
-        output_core_dims=[[], [], [], []], dask="parallelized",
-        output_dtypes=[np.float64] * 4)
-    slope = out[0].compute().values
-    nn = out[3].compute().values
-    for i in range(6):
-        ref = K.drift_slope(t.values, data[i])
-        assert slope[i] == ref[0] and nn[i] == ref[3]
 
 
 # --------------------------------------------------------------------------- fast paths
-@pytest.mark.parametrize("window", [1, 2, 7, 60, 1500])
-def test_rolling_mean_std_dense_and_gap_blocks_match_reference(window):
-    # long enough for the NaN-free fast path (blocks after the first window) and for the
-    # NaN-aware fallback (blocks holding a gap or an inf), serial and parallel
-    rng = np.random.default_rng(11)
-    x = 500.0 + rng.normal(0.0, 2.0, 70_000)
-    x[[5_000, 5_001, 30_000]] = np.nan
-    x[50_000] = np.inf
-    m, s = K.rolling_mean_std(x, window)
-    mr, sr = R.rolling_mean_std(x, window, 1, 1)
-    _same(m, mr, rtol=1e-12, atol=1e-9)
-    _same(s, sr, rtol=1e-7, atol=1e-9)
-    ms, ss = np.empty_like(x), np.empty_like(x)
-    K._rolling_serial(x, window, 1, 1, ms, ss)
-    assert np.array_equal(m, ms, equal_nan=True) and np.array_equal(s, ss, equal_nan=True)
 
 
-@pytest.mark.parametrize("rows", [1, 2, 3, 5, 8])
-@pytest.mark.parametrize("uniform", [True, False])
-def test_drift_slope_rows_groups_gaps_and_time_grids(rows, uniform):
-    # row counts not a multiple of the 4-row group, equally spaced t (t-free pass) and
-    # irregular t, a row with a gap and a row of NaN (NaN-aware fallback)
-    rng = np.random.default_rng(rows)
-    p = 3_000
-    t = 19_000.0 + np.arange(p) * 0.25
-    if not uniform:
-        t = t + np.sort(rng.uniform(0.0, 0.2, p))
-    Y = 5.0 + 0.01 * (t - t[0])[None, :] + rng.normal(0.0, 0.3, (rows, p))
-    if rows > 1:
-        Y[1, 17] = np.nan
-    if rows > 2:
-        Y[2] = np.nan
-    slope, se, icpt, n = K.drift_slope_rows(t, Y)
-    for i in range(rows):
-        ref = R.drift_slope(t, Y[i])
-        _same([slope[i], se[i], icpt[i], n[i]], ref, rtol=1e-9, atol=1e-12)
+# --------------------------------------------------------------------------- odd data
+_ODD = st.one_of(st.floats(-1e3, 1e3, allow_nan=False), st.just(np.nan), st.just(np.inf),
+                 st.just(-np.inf))
+_THR = st.one_of(st.floats(-10, 10, allow_nan=False), st.just(np.nan), st.just(np.inf))
 
 
-def test_drift_rows_t_grid_worked_example():
-    # t = 1..5: mean 3, tc = -2..2 -> Σtc 0, Σtc² 4+1+0+1+4 = 10, t0 -2, dt 1, equally spaced
-    tshift, st_, stt, t0, dt, lin = K._t_grid(np.arange(1.0, 6.0))
-    assert (tshift, st_, stt, t0, dt, lin) == (3.0, 0.0, 10.0, -2.0, 1.0, True)
-    # t = 0, 1, 3: mean 4/3, not equally spaced (1 != 0 + 1.5 at j = 1)
-    tshift, st_, stt, t0, dt, lin = K._t_grid(np.array([0.0, 1.0, 3.0]))
-    assert tshift == pytest.approx(4 / 3, rel=1e-15) and not lin
-    assert stt == pytest.approx(16 / 9 + 1 / 9 + 25 / 9, rel=1e-14)
-    assert K._t_grid(np.array([7.0]))[5] is False  # one point: no spacing
+def test_rate_of_change_duplicate_or_decreasing_time_not_evaluated():
+    # two readings with the same time used to raise ZeroDivisionError (a whole call lost)
+    t = np.array([0.0, 60.0, 60.0, 30.0, 120.0, np.nan, 180.0])
+    x = np.array([1.0, 2.0, 5.0, 5.0, 6.0, 6.0, 6.0])
+    flags = K.rate_of_change(t, x, 0.01, 1.0)
+    assert flags.tolist() == [1, 3, 2, 2, 3, 2, 2]
+    assert np.array_equal(flags, K.rate_of_change.py_func(t, x, 0.01, 1.0))
 
 
 @SETTINGS
-@given(start=st.floats(-1e5, 1e5, allow_nan=False), step_exp=st.integers(-10, 4),
-       p=st.integers(3, 3000), jitter=st.booleans())
-def test_drift_rows_t_grid_matches_py_func(start, step_exp, p, jitter):
-    # exactly representable grids (power-of-two steps from an integer start) are equally
-    # spaced for both; a jittered grid (steps differing by 1e-3 of a step) for neither
-    t = np.floor(start) + np.arange(p) * 2.0 ** step_exp
-    if jitter:
-        t[p // 2] += 1e-3 * 2.0 ** step_exp
-    got = K._t_grid(t)
-    ref = K._t_grid.py_func(t)
-    assert got[5] == ref[5] == (not jitter)
-    _same(got[:5], ref[:5], rtol=1e-12, atol=1e-12 * (abs(t).max() + 1.0) * p)
+@given(t=arrays(np.float64, st.integers(0, 30), elements=_ODD),
+       x=arrays(np.float64, st.integers(0, 30), elements=_ODD), a=_THR, b=_THR)
+def test_qartod_kernels_defined_on_odd_data(t, x, a, b):
+    n = min(len(t), len(x))
+    t, x = t[:n], x[:n]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for f, args in ((K.rate_of_change, (t, x, a, b)), (K.spike, (x, a, b)),
+                        (K.flat_line, (x, a, 3, 5)), (K.out_of_range, (x, a, b))):
+            got = f(*args)
+            assert np.array_equal(got, f.py_func(*args))
+            assert set(got.tolist()) <= {1, 2, 3, 4, 9}
+            assert np.all((got == 9) == ~np.isfinite(x))
+        roc = K.rate_of_change(t, x, a, b)
+        dt = np.diff(t)
+        undefined = np.concatenate([[False], ~(dt > 0)]) & np.isfinite(x)
+        assert np.all(roc[undefined] == 2)
 
 
 @SETTINGS
-@given(y=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(2, 40)),
-                elements=st.one_of(st.floats(-1e3, 1e3, width=32), st.just(np.nan))),
-       uniform=st.booleans())
-def test_drift_rows_kernel_matches_py_func(y, uniform):
-    # the parallel kernel against its pure-Python self (prange as range), both time grids,
-    # short last groups and gaps included
-    p = y.shape[1]
-    t = 100.0 + np.arange(p) * 0.5
-    if not uniform:
-        t = t + np.linspace(0.0, 0.3, p) ** 2
-    got = K._drift_rows_kernel(t, y)
-    ref = K._drift_rows_kernel.py_func(t, y)
-    for g, r in zip(got, ref, strict=True):
-        _same(g, r, rtol=1e-9, atol=1e-9)
-    assert np.array_equal(got[3], ref[3])
+@given(x=arrays(np.float64, st.integers(0, 25), elements=_ODD), dup=st.booleans(),
+       warn=_THR, limit=_THR)
+def test_evaluate_checks_defined_on_odd_data(x, dup, warn, limit):
+    n = len(x)
+    t = np.repeat(np.arange((n + 1) // 2) * 10.0, 2)[:n] if dup else np.arange(n) * 10.0
+    args = (x[None, :], t[None, :], np.array([n]), np.array([100.0]), np.array([200.0]),
+            np.array([1.0]), np.array([np.nan]), np.array([warn]), np.array([limit]),
+            np.array([2]), 3, np.array([1.0]), np.array([0.01]), 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        ev = K.evaluate_checks(*args[:3], *args[3:])
+        ref = K._evaluate_checks_kernel.py_func(*args)
+    assert int(ev.verdict[0]) in range(6)
+    assert int(ev.verdict[0]) == int(ref[-1][0]) and int(ev.n[0]) == int(ref[2][0])
+    assert ev.n[0] <= np.isfinite(x).sum()
+
+
+@SETTINGS
+@given(q=_ODD, warn=_THR, limit=_THR)
+def test_limit_verdict_compiled_equals_python(q, warn, limit):
+    from envcal import codes
+
+    assert K.limit_verdict(q, warn, limit) == codes.limit_verdict(q, warn, limit)
+    assert (K.limit_verdict(q, warn, limit) == K.VERDICT_INVALID_NOT_COMPUTABLE) == (not np.isfinite(q))
+
+
+@SETTINGS
+@given(q=arrays(np.float64, st.integers(0, 20), elements=_ODD), limit=_THR,
+       dec=st.booleans())
+def test_trend_alarm_kernel_defined_on_odd_data(q, limit, dec):
+    n = len(q)
+    t = -np.arange(n, dtype=float) if dec else np.zeros(n)
+    args = (np.array([0, n], np.int64), t, q, np.ones(n, np.bool_), np.array([limit]), 30, 3,
+            7.0, 3.0, 0.4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        al, sl, se, dd = K.trend_alarm_kernel(*args)
+        ral = K.trend_alarm_kernel.py_func(*args)[0]
+    assert np.array_equal(al, ral)
+    if not limit > 0:
+        assert not al.any()

@@ -28,6 +28,12 @@ PURE = (
     "envcal.checks.result", "envcal.rules", "envcal.numba_cache",
 )
 
+#: models that must become pure but still live with their storage code (another area's
+#: module); the lead splits them at merge (certificates/model.py), then moves them to PURE
+PURE_PENDING: dict[str, str] = {
+    "envcal.certificates": "CertificateDoc and the unit conversion sit with the import/revoke code",
+}
+
 #: import cycles still present, as sorted tuples of the modules of one strongly connected
 #: component; the lead empties this at merge
 ALLOWED_CYCLES: set[tuple[str, ...]] = set()
@@ -36,6 +42,9 @@ ALLOWED_CYCLES: set[tuple[str, ...]] = set()
 ALLOWED_PRIVATE: set[tuple[str, str, str]] = {
     # archive.py (another area) does not export its hot-store reader yet
     ("envcal.replay_dask", "envcal.archive", "_fetch_hot"),
+    # certificates.py (another area) keeps its unit conversion private; the simulator must
+    # use that one conversion (not a copy) - to be exported as a public name at merge
+    ("envcal.simulate", "envcal.certificates", "_convert_value"),
 }
 
 
@@ -129,6 +138,15 @@ def test_layers_pure_modules_import_no_storage_mqtt_or_ui():
                     bad.append(f"{mod}: {m} imports {name}" + ("" if lvl else " (in a function)"))
             todo.extend(_envcal_deps(m, module_level_only=True))
     assert bad == []
+
+
+def test_layers_pure_pending_still_listed_for_a_reason():
+    code = ("import sys\n"
+            f"for m in {list(PURE_PENDING)!r}:\n"
+            "    __import__(m)\n"
+            f"print(bool([k for k in sys.modules if k.split('.')[0] in {FORBIDDEN!r}]))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True", "PURE_PENDING modules are pure now: move them to PURE"
 
 
 def test_layers_pure_modules_at_run_time():
@@ -226,6 +244,8 @@ REWORKED = (
     "envcal.codes", "envcal.checks", "envcal.checks.core", "envcal.checks.result",
     "envcal.checks.extract", "envcal.checks.store", "envcal.checks.verifier", "envcal.verify",
     "envcal.state", "envcal.stats", "envcal.trends", "envcal.views", "envcal.alerts",
+    "envcal.alerts.common", "envcal.alerts.config", "envcal.alerts.engine",
+    "envcal.alerts.periods", "envcal.alerts.staff",
     "envcal.kernels", "envcal.kernels_ref", "envcal.rules", "envcal.rules.confirmations",
     "envcal.data_quality", "envcal.replay_dask", "envcal.validation", "envcal.models",
     "envcal.db", "envcal.sqltypes", "envcal.numba_cache", "envcal.protocols.records",

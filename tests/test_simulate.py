@@ -208,13 +208,14 @@ def test_check_materials_from_certificates(registry):
     sim, _ = _run(_sub(registry, "JX-PP01-CEMS", "SX-WW01-WQ", "HZ-AQ01-PM"), days=1)
     seen = {(c.analyzer, c.analyte, c.kind): c for c in sim.checks}
     so2 = seen[("JX-PP01-CEMS", "SO2", "span")]
-    assert mats[so2.material].values["SO2"] == (56.0, "umol/mol")
+    assert [(v.analyte, v.value, v.unit) for v in mats[so2.material].values] == [
+        ("SO2", 56.0, "umol/mol")]
     assert so2.reference == pytest.approx(160.15, abs=0.01)  # 56 umol/mol * 64.06 / 22.4
     nox = seen[("JX-PP01-CEMS", "NOx", "span")]
     assert nox.material in mats and nox.reference > 0
     assert mats[seen[("JX-PP01-CEMS", "SO2", "zero")].material].kind == "zero_material"
     nh3 = seen[("SX-WW01-WQ", "NH3-N", "std_sample")]
-    assert nh3.reference == mats[nh3.material].values["NH3-N"][0]
+    assert nh3.reference == next(v.value for v in mats[nh3.material].values if v.analyte == "NH3-N")
     flow = seen[("HZ-AQ01-PM", "flow", "flow")]
     assert flow.material == "" and flow.reference == 16.67
 

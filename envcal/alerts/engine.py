@@ -52,26 +52,29 @@ QARTOD manuals (data-quality tests).
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import json
 import logging
-import math
 import threading
-import tomllib
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from numba import njit
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from envcal import audit
 from envcal import data_quality as dq
+from envcal.alerts.common import Desired, alert_json, days, finite, iso, jsonable, open_key
+from envcal.alerts.config import (
+    ACTOR,
+    FALSIFY_BUCKETS,
+    FALSIFY_COUNTS,
+    SEVERITIES,
+    AlertConfig,
+)
+from envcal.alerts.periods import condition_periods
 from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
 from envcal.codes import CHECK_KINDS
 from envcal.instruments import verification_due, verification_due_alert
@@ -89,372 +92,9 @@ from envcal.models import (
 from envcal.registry import Registry
 from envcal.rules import RulePack
 from envcal.rules.confirmations import load_pack
-from envcal.trends import TrendModel, trend_alarms
+from envcal.trends import trend_alarms
 
 log = logging.getLogger(__name__)
-
-KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overdue",
-         "material_invalid", "data_quality", "peer_drift", "verification_due")
-SEVERITIES = ("info", "warning", "critical")
-STATES = ("open", "acknowledged", "resolved")
-ACTOR = "envcal-alerts"
-#: Buckets of the falsification window per channel (bounds its memory; see
-#: :meth:`AlertEngine._falsify_window`).
-FALSIFY_BUCKETS = 96
-_FALSIFY_COUNTS = ("episodes", "episodes_near_limit", "normal", "normal_near_limit",
-                   "masked_above_limit", "masked", "normal_above_limit")
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-class AlertError(ValueError):
-    """Bad alert configuration or an impossible transition."""
-
-
-# ----------------------------------------------------------------------------- configuration
-@dataclass
-class AlertConfig:
-    """Parameters of every alert rule (``[alerts]`` table of ``envcal.toml``; unknown keys are errors).
-
-    Times in hours/days/minutes as named; fractions of the channel span unless said.
-    """
-
-    escalate_after_h: float = 4.0          # unacknowledged this long -> escalate [h]
-    verification_due_days: float = 30.0    # instrument verification reminder lead time [d]
-    history_days: float = 90.0             # check history re-read per evaluation [d]
-    # the drift-trend model (envcal.trends.TrendModel holds the defaults)
-    drift_horizon_days: float = TrendModel.horizon_days  # forecast crossing within [d]
-    drift_history: int = TrendModel.history              # checks in the trend fit
-    drift_min_points: int = TrendModel.min_points        # fewest checks for a trend
-    drift_min_t: float = TrendModel.min_t                # |slope| / SE(slope) at least
-    drift_reset_fraction: float = TrendModel.reset_fraction  # step > this × limit restarts
-    overdue_grace: float = 0.1             # fraction of the interval allowed late
-    dq_window_h: float = 24.0              # first data-quality window [h]
-    dq_clear_h: float = 6.0                # clean hours before a data-quality alert resolves
-    flat_minutes: float = 60.0             # stuck value at least this long [min]
-    flat_tol_fraction: float = 1e-4        # "flat": range below this fraction of span
-    range_min_count: int = 1               # readings outside the physical range
-    range_low_fraction: float = -0.02      # default lower physical bound [fraction of span]
-    range_high_fraction: float = 1.2       # default upper physical bound [fraction of span]
-    spike_fraction: float = 0.2            # spike threshold [fraction of span]
-    spike_min_count: int = 3
-    roc_fraction_per_min: float = 0.3      # rate-of-change threshold [fraction of span / min]
-    roc_min_count: int = 3
-    gap_min_missing: int = 10              # missing messages (seq gaps) in the window
-    no_data_minutes: float = 60.0          # no reading for this long at data time [min]
-    #                                        (at least 3 x the analyzer's usual interval)
-    falsify_limits: dict[str, float] = field(
-        default_factory=lambda: {"SO2": 35.0, "NOx": 50.0, "dust": 10.0})  # [channel unit]
-    falsify_near_fraction: float = 0.8
-    check_settle_minutes: float = 30.0     # C/M readings this close to a QC check belong to it [min]
-    falsify_context_minutes: float = 10.0
-    falsify_min_episodes: int = 3
-    falsify_alpha: float = 1e-3
-    peer_radius_km: float = 30.0
-    peer_min_neighbours: int = 2
-    peer_days: int = 3
-    peer_threshold: float = 0.3            # relative deviation from the neighbours' median
-    peer_floor_fraction: float = 0.01      # smallest denominator [fraction of span]
-    webhook_timeout_s: float = 2.0
-    webhook_max_attempts: int = 8
-    webhook_backoff_s: float = 0.5
-    webhook_backoff_max_s: float = 300.0
-
-    @classmethod
-    def from_mapping(cls, data: dict[str, Any]) -> AlertConfig:
-        """Build from a mapping; an unknown key or a wrong type is an :class:`AlertError`."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(known))
-        if unknown:
-            raise AlertError(f"[alerts]: unknown key(s) {unknown} (known: {', '.join(known)})")
-        out = {}
-        for k, v in data.items():
-            default = getattr(cls(), k)
-            if isinstance(default, dict):
-                if not isinstance(v, dict) or not all(isinstance(x, (int, float)) for x in v.values()):
-                    raise AlertError(f"[alerts] {k}: expected a table of numbers")
-                out[k] = {str(a): float(x) for a, x in v.items()}
-            elif isinstance(default, int) and not isinstance(default, bool):
-                if not isinstance(v, int) or isinstance(v, bool):
-                    raise AlertError(f"[alerts] {k}: expected an integer, got {v!r}")
-                out[k] = v
-            else:
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise AlertError(f"[alerts] {k}: expected a number, got {v!r}")
-                out[k] = float(v)
-        return cls(**out)
-
-    def trend_model(self) -> TrendModel:
-        """The drift-trend model these settings define (used by alerts, app and reports)."""
-        return TrendModel(history=self.drift_history, min_points=self.drift_min_points,
-                          min_t=self.drift_min_t, horizon_days=self.drift_horizon_days,
-                          reset_fraction=self.drift_reset_fraction)
-
-    @classmethod
-    def from_toml(cls, path: str | Path) -> AlertConfig:
-        """The ``[alerts]`` table of a TOML file (defaults when the file or table is absent)."""
-        p = Path(path)
-        if not p.is_file():
-            return cls()
-        with p.open("rb") as fh:
-            data = tomllib.load(fh)
-        return cls.from_mapping(data.get("alerts", {}))
-
-
-# ----------------------------------------------------------------------------- kernels
-@njit(cache=True)
-def ooc_periods_kernel(offsets, qabs, passed, threshold, run_len):
-    """Out-of-control periods of many check series (CSR layout, each sorted by time).
-
-    Parameters
-    ----------
-    offsets : int64 (nser + 1)
-    qabs : float64
-        ``|q|`` of each check [rule unit]; NaN for an invalid check (neither counts nor breaks).
-    passed : bool
-        Verdict pass or warn.
-    threshold : float64 (nser)
-        ``factor × limit`` of the condition [rule unit].
-    run_len : int64 (nser)
-        Checks above the threshold in a row needed (1 for ``single``).
-
-    Returns
-    -------
-    start_idx, trigger_idx, close_idx : int64 arrays, one entry per period
-        Global indices: the last passing check before (start of the period; -1 none known;
-        for ``run_len > 1`` the check completing the run), the check that opened it, and the
-        passing check that closed it (-1: still open).
-    state : int8 per check
-        1 where the check lies in an open period after it (inclusive of the trigger).
-
-    References
-    ----------
-    40 CFR 75.24; 40 CFR 60 App. F Proc. 1 §4.3.1; HJ 75-2017 (失控时段).
-    """
-    n = qabs.shape[0]
-    st = np.empty(n, np.int64)
-    tr = np.empty(n, np.int64)
-    cl = np.empty(n, np.int64)
-    state = np.zeros(n, np.int8)
-    k = 0
-    for s in range(offsets.shape[0] - 1):
-        a = offsets[s]
-        b = offsets[s + 1]
-        last_pass = -1
-        run = 0
-        run_first_pass = -1
-        open_ = False
-        for i in range(a, b):
-            q = qabs[i]
-            if open_:
-                state[i] = 1
-                if passed[i]:
-                    cl[k] = i
-                    k += 1
-                    open_ = False
-                    state[i] = 0
-                    last_pass = i
-                    run = 0
-                continue
-            if not q == q:
-                continue
-            if passed[i]:
-                last_pass = i
-                run = 0
-                continue
-            if q > threshold[s]:
-                if run == 0:
-                    run_first_pass = last_pass
-                run += 1
-                if run >= run_len[s]:
-                    st[k] = run_first_pass if run_len[s] == 1 else i
-                    tr[k] = i
-                    open_ = True
-                    state[i] = 1
-            else:
-                run = 0
-        if open_:
-            cl[k] = -1
-            k += 1
-    return st[:k], tr[:k], cl[:k], state
-
-
-# ----------------------------------------------------------------------------- helpers
-def _iso(t: dt.datetime | None) -> str | None:
-    if t is None:
-        return None
-    return t.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def _days(t: dt.datetime) -> float:
-    return (t - EPOCH).total_seconds() / 86400.0
-
-
-def _jsonable(obj: Any) -> Any:
-    return json.loads(json.dumps(obj, default=lambda o: _iso(o) if isinstance(o, dt.datetime)
-                                 else (o.item() if isinstance(o, np.generic) else str(o))))
-
-
-def _fin(v: Any) -> float | None:
-    if v is None:
-        return None
-    v = float(v)
-    return v if math.isfinite(v) else None
-
-
-def open_key(analyzer: str, analyte: str | None, kind: str) -> str:
-    """The dedup key of an unresolved alert."""
-    return f"{analyzer}|{analyte or '*'}|{kind}"
-
-
-def alert_json(a: Alert) -> dict[str, Any]:
-    """An alert as the JSON of ``envcal alerts list --json`` and the alert topic."""
-    return {
-        "id": a.id, "analyzer": a.analyzer_id, "station": a.station_id, "analyte": a.analyte,
-        "kind": a.kind, "severity": a.severity, "state": a.state,
-        "opened_at": _iso(a.opened_at), "updated_at": _iso(a.updated_at),
-        "resolved_at": _iso(a.resolved_at), "resolved_by": a.resolved_by,
-        "acknowledged_at": _iso(a.acknowledged_at), "acknowledged_by": a.acknowledged_by,
-        "escalated_at": _iso(a.escalated_at), "title_en": a.title_en, "title_zh": a.title_zh,
-        "evidence": a.evidence or {}, "results": list(a.result_ids or []),
-    }
-
-
-@dataclass
-class Desired:
-    """What the data say about one (analyzer, analyte, kind): open with evidence, or clear."""
-
-    analyzer: str
-    analyte: str | None
-    kind: str
-    open: bool
-    severity: str = "warning"
-    title_en: str = ""
-    title_zh: str = ""
-    evidence: dict[str, Any] = field(default_factory=dict)
-    result_ids: list[int] = field(default_factory=list)
-    trigger: str | None = None
-    data_ts: dt.datetime | None = None
-    note: str = "condition cleared"
-
-
-# ----------------------------------------------------------------------------- out-of-control periods
-def condition_periods(pack: RulePack, cond: Any, hist: Sequence[dict[str, Any]],
-                      analyte: str) -> list[dict[str, Any]]:
-    """The out-of-control periods one condition of a pack finds in a channel's checks.
-
-    Each check kind the condition covers is its own series (CSR layout of
-    :func:`ooc_periods_kernel`): a run of ``days`` checks above ``factor × limit`` counts
-    checks of one kind, so a passing zero check neither breaks a run of failing span checks
-    nor (with ``close = "same_kind"``) closes the period they opened. With
-    ``close = "all_kinds"`` a period opened by any kind closes at the first passing check
-    after which the newest valid check of every kind the condition covers for the channel
-    passed after the trigger; triggers while it is open belong to it.
-
-    Parameters
-    ----------
-    pack : RulePack
-    cond : envcal.rules.OutOfControl
-    hist : sequence of dict
-        The channel's results ordered by (end, id): ``id, kind, start, end, verdict, rule,
-        check_id`` and the rules' quantities [rule unit].
-    analyte : str
-
-    Returns
-    -------
-    list of dict
-        ``rule_id, start, end (None: open), opened_by_result, closed_by_result,
-        start_result, source, evidence`` per period, ordered by trigger.
-
-    References
-    ----------
-    HJ 75-2017 (失控数据的判别与修约: per check kind, closed by that kind passing again);
-    40 CFR 60 App. F Proc. 1 §4.3.1 (either CD out of control; ends when the CDs at both
-    the zero and the high level are within limits); 40 CFR 75.24.
-    """
-    rules = {rid: pack.rule(rid) for rid in cond.rules}
-    covered = sorted({x.check_kind for x in rules.values() if analyte in x.analytes})
-    rows = [r for r in hist if r["kind"] in covered and (
-        r["rule"] in rules or (r["verdict"] == "invalid" and any(x.applies_to(r["kind"], analyte)
-                                                                 for x in rules.values())))]
-    if not rows:
-        return []
-    kinds = sorted({r["kind"] for r in rows})
-    # CSR: one series per check kind, each in time order (hist is sorted)
-    order = [r for k in kinds for r in rows if r["kind"] == k]
-    counts = [sum(1 for r in rows if r["kind"] == k) for k in kinds]
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
-
-    def qval(r):
-        rule = rules.get(r["rule"])
-        if r["verdict"] == "invalid" or rule is None or r[rule.quantity] is None:
-            return np.nan
-        return abs(float(r[rule.quantity])) / rule.limit  # |q| / limit: threshold = factor
-
-    q = np.array([qval(r) for r in order], dtype=np.float64)
-    passed = np.array([r["verdict"] in ("pass", "warn") for r in order], dtype=np.bool_)
-    nser = len(kinds)
-    st, tr, cl, _ = ooc_periods_kernel(offsets, q, passed, np.full(nser, float(cond.factor)),
-                                       np.full(nser, cond.days, np.int64))
-    found = sorted(zip(st.tolist(), tr.tolist(), cl.tolist(), strict=True),
-                   key=lambda x: (order[x[1]]["end"], order[x[1]]["id"]))
-    if cond.close == "all_kinds":
-        found = _close_all_kinds(order, q, passed, found, covered)
-
-    out = []
-    for s_i, t_i, c_i in found:
-        trig = order[t_i]
-        trule = rules.get(trig["rule"])
-        out.append({
-            "rule_id": cond.id, "start": order[s_i]["end"] if s_i >= 0 else trig["start"],
-            "end": order[c_i]["end"] if c_i >= 0 else None,
-            "opened_by_result": trig["id"],
-            "closed_by_result": order[c_i]["id"] if c_i >= 0 else None,
-            "start_result": order[s_i]["id"] if s_i >= 0 else None,
-            "source": f"{cond.source.standard} {cond.source.clause}",
-            "evidence": {"condition": cond.kind, "factor": cond.factor, "days": cond.days,
-                         "trigger_check": trig["check_id"], "trigger_rule": trig["rule"],
-                         "trigger_kind": trig["kind"],
-                         "trigger_value": _fin(trig[trule.quantity]) if trule else None,
-                         "limit": trule.limit if trule else None,
-                         "close": cond.close, "close_kinds": covered if cond.close == "all_kinds"
-                         else [trig["kind"]],
-                         "close_source": f"{cond.close_source.standard} {cond.close_source.clause}",
-                         "status": cond.status, "consequence": cond.consequence}})
-    return out
-
-
-def _close_all_kinds(order: list[dict[str, Any]], q: np.ndarray, passed: np.ndarray,
-                     found: list[tuple[int, int, int]], kinds: list[str]) -> list[tuple[int, int, int]]:
-    """Merge per-kind periods into ``all_kinds`` periods (see :func:`condition_periods`).
-
-    A period opens at the earliest trigger not inside an earlier period and closes at the
-    first passing check (in time order, any kind) after which every kind in ``kinds`` has a
-    valid check after the trigger and its newest valid check passed.
-    """
-    if not found:
-        return []
-    seq = sorted(range(len(order)), key=lambda i: (order[i]["end"], order[i]["id"]))
-    pos = {i: n for n, i in enumerate(seq)}
-    out = []
-    k = 0
-    while k < len(found):
-        s_i, t_i, _ = found[k]
-        newest: dict[str, bool] = {order[t_i]["kind"]: False}
-        close = -1
-        for i in seq[pos[t_i] + 1:]:
-            if not q[i] == q[i]:
-                continue  # invalid: neither passes nor fails
-            newest[order[i]["kind"]] = bool(passed[i])
-            if passed[i] and all(newest.get(kd, False) for kd in kinds):
-                close = i
-                break
-        out.append((s_i, t_i, close))
-        # triggers before the close (or any, while still open) belong to this period
-        k += 1
-        while k < len(found) and (close < 0 or pos[found[k][1]] < pos[close]):
-            k += 1
-    return out
-
 
 # ----------------------------------------------------------------------------- the engine
 def _findings(kind: str, evidence: dict) -> dict:
@@ -508,7 +148,7 @@ class AlertEngine:
                 self.packs[a.rule_pack] = load_pack(a.rule_pack, engine)
         self._lock = threading.RLock()
         self._dq_since: dt.datetime | None = None
-        # per channel: [bucket start, newest tick, counts of _FALSIFY_COUNTS...] of the last
+        # per channel: [bucket start, newest tick, counts of FALSIFY_COUNTS...] of the last
         # dq_window_h, so the falsification statistic sees a whole window even when ticks
         # are short (bounded: see _falsify_window)
         self._falsify_hist: dict[tuple[str, str], list[tuple]] = {}
@@ -659,8 +299,8 @@ class AlertEngine:
         failing = {k: r for k, r in latest.items() if r["verdict"] == "fail"}
         if failing:
             ev = {k: {"result": r["id"], "check_id": r["check_id"], "rule": r["rule"],
-                      "end": r["end"], "error_fs_pct": _fin(r["error_fs_pct"]),
-                      "error_rel_pct": _fin(r["error_rel_pct"]), "reason_en": r["reason_en"],
+                      "end": r["end"], "error_fs_pct": finite(r["error_fs_pct"]),
+                      "error_rel_pct": finite(r["error_rel_pct"]), "reason_en": r["reason_en"],
                       "reason_zh": r["reason_zh"]} for k, r in sorted(failing.items())}
             newest_fail = max(failing.values(), key=lambda r: (r["end"], r["id"]))
             desired.append(Desired(
@@ -682,8 +322,8 @@ class AlertEngine:
             first = min(open_p, key=lambda p: p["start"])
             desired.append(Desired(
                 analyzer, analyte, "out_of_control", True, "critical",
-                f"{analyzer} {analyte}: out of control since {_iso(first['start'])} ({first['rule_id']})",
-                f"{analyzer} {analyte}：自 {_iso(first['start'])} 起失控（{first['rule_id']}），期间数据无效",
+                f"{analyzer} {analyte}: out of control since {iso(first['start'])} ({first['rule_id']})",
+                f"{analyzer} {analyte}：自 {iso(first['start'])} 起失控（{first['rule_id']}），期间数据无效",
                 {"periods": [{k: p[k] for k in ("rule_id", "start", "opened_by_result", "start_result",
                                                 "source")} | p["evidence"] for p in open_p]},
                 sorted({p["opened_by_result"] for p in open_p}),
@@ -706,17 +346,17 @@ class AlertEngine:
                 continue
             rule = rules[0]
             rows = [r for r in hist if r["kind"] == kind]
-            t = np.array([_days(r["end"]) for r in rows])
+            t = np.array([days(r["end"]) for r in rows])
             qv = np.array([r[rule.quantity] if (r["verdict"] != "invalid" and r[rule.quantity] is not None)
                            else np.nan for r in rows], dtype=np.float64)
             passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
             al, sl, se, dd = trend_alarms(t, qv, passed, rule.limit, c.trend_model())
             if al[-1]:
                 alarms[kind] = {"rule": rule.id, "quantity": rule.quantity, "limit": rule.limit,
-                                "slope_per_day": _fin(sl[-1]), "slope_se": _fin(se[-1]),
-                                "days_to_limit": _fin(dd[-1]),
-                                "crossing": _iso(rows[-1]["end"] + dt.timedelta(days=float(dd[-1]))),
-                                "last_value": _fin(qv[-1]), "last_result": rows[-1]["id"],
+                                "slope_per_day": finite(sl[-1]), "slope_se": finite(se[-1]),
+                                "days_to_limit": finite(dd[-1]),
+                                "crossing": iso(rows[-1]["end"] + dt.timedelta(days=float(dd[-1]))),
+                                "last_value": finite(qv[-1]), "last_result": rows[-1]["id"],
                                 "n": int(min(np.isfinite(qv).sum(), c.drift_history))}
         if alarms:
             ids = sorted(a["last_result"] for a in alarms.values())
@@ -755,13 +395,13 @@ class AlertEngine:
                     base = base if base.tzinfo else base.replace(tzinfo=dt.UTC)
                     due = base + interval * (1 + self.config.overdue_grace)
                     if now > due:
-                        late[kind] = {"last_check": _iso(t), "interval_h": interval.total_seconds() / 3600,
-                                      "due": _iso(due), "hours_late": round((now - due).total_seconds() / 3600, 2)}
+                        late[kind] = {"last_check": iso(t), "interval_h": interval.total_seconds() / 3600,
+                                      "due": iso(due), "hours_late": round((now - due).total_seconds() / 3600, 2)}
                 if late:
                     out.append(Desired(aid, ch.analyte, "check_overdue", True, "warning",
                                        f"{aid} {ch.analyte}: {', '.join(sorted(late))} check overdue",
                                        f"{aid} {ch.analyte}：{'、'.join(sorted(late))} 核查逾期",
-                                       {"overdue": late, "data_time": _iso(now)}, [],
+                                       {"overdue": late, "data_time": iso(now)}, [],
                                        None, now))
                 else:
                     out.append(Desired(aid, ch.analyte, "check_overdue", False, data_ts=now,
@@ -794,7 +434,7 @@ class AlertEngine:
             cols = list(zip(*rows, strict=True))
             aid = np.array(cols[0], dtype=object)
             ana = np.array(cols[1], dtype=object)
-            t = np.array([_days(x if x.tzinfo else x.replace(tzinfo=dt.UTC)) * 86400.0 for x in cols[2]])
+            t = np.array([days(x if x.tzinfo else x.replace(tzinfo=dt.UTC)) * 86400.0 for x in cols[2]])
             x = np.array([np.nan if v is None else v for v in cols[3]], dtype=np.float64)
             flags = np.array(cols[4], dtype=object)
             in_check = np.array([c is not None for c in cols[5]])
@@ -825,7 +465,7 @@ class AlertEngine:
                 lim.append(cfg.falsify_limits.get(x_, np.nan))
             counts = dq.channel_tests(
                 t, x, fcls, offsets, np.array(span), np.array(lo), np.array(hi), np.array(lim),
-                t_from=_days(since) * 86400.0, flat_tol_fraction=cfg.flat_tol_fraction,
+                t_from=days(since) * 86400.0, flat_tol_fraction=cfg.flat_tol_fraction,
                 flat_s=cfg.flat_minutes * 60.0, spike_fraction=cfg.spike_fraction,
                 roc_fraction_per_min=cfg.roc_fraction_per_min,
                 near_fraction=cfg.falsify_near_fraction, context_s=cfg.falsify_context_minutes * 60.0)
@@ -847,7 +487,7 @@ class AlertEngine:
                 if n["rate_of_change"] >= cfg.roc_min_count:
                     found["rate_of_change"] = {"readings": n["rate_of_change"]}
                 (ep, ep_near, normal, normal_near, m_above, masked,
-                 n_above) = self._falsify_window((a, x_), now, tuple(n[k] for k in _FALSIFY_COUNTS))
+                 n_above) = self._falsify_window((a, x_), now, tuple(n[k] for k in FALSIFY_COUNTS))
                 if ep or m_above:
                     f = dq.falsification(ep, ep_near, normal, normal_near,
                                          min_episodes=cfg.falsify_min_episodes,
@@ -871,16 +511,16 @@ class AlertEngine:
             t_last = t_last if t_last.tzinfo else t_last.replace(tzinfo=dt.UTC)
             allowed = max(cfg.no_data_minutes * 60.0, 3.0 * self._interval.get(a, 0.0))
             if now - t_last > dt.timedelta(seconds=allowed):
-                issues.setdefault((a, None), {})["no_data"] = {"last_reading": _iso(t_last)}
+                issues.setdefault((a, None), {})["no_data"] = {"last_reading": iso(t_last)}
         out = []
-        window = {"from": _iso(since), "to": _iso(now)}
+        window = {"from": iso(since), "to": iso(now)}
         for (a, x_), found in sorted(issues.items(), key=lambda kv: (kv[0][0], kv[0][1] or "")):
             sev = "critical" if "falsification" in found else "warning"
             tests = ", ".join(sorted(found))
             out.append(Desired(a, x_, "data_quality", True, sev,
                                f"{a} {x_ or ''}: data quality ({tests})".replace("  ", " "),
                                f"{a} {x_ or ''}：数据质量问题（{tests}）".replace("  ", " "),
-                               {"tests": found, "window": window, "last_seen": _iso(now)}, [], None, now))
+                               {"tests": found, "window": window, "last_seen": iso(now)}, [], None, now))
         for (a, x_), alert in open_dq.items():
             if (a, x_) in issues:
                 continue
@@ -994,8 +634,8 @@ class AlertEngine:
                     out.append(Desired(aid, analyte, "peer_drift", True, "info",
                                        f"{aid} {analyte}: deviates from its neighbours' median",
                                        f"{aid} {analyte}：与邻近站点中位数持续偏离",
-                                       {"daily_relative_deviation": [_fin(v) for v in d],
-                                        "days": [_iso(start + dt.timedelta(days=k)) for k in range(cfg.peer_days)],
+                                       {"daily_relative_deviation": [finite(v) for v in d],
+                                        "days": [iso(start + dt.timedelta(days=k)) for k in range(cfg.peer_days)],
                                         "neighbours": [members[j][1] for j in nbs[i]],
                                         "threshold": cfg.peer_threshold, "radius_km": cfg.peer_radius_km},
                                        [], f"peer:{analyte}:{day.isoformat()}", now))
@@ -1050,7 +690,7 @@ class AlertEngine:
                                        r.c.qa_ok.is_(False)).values(qa_ok=None))
         for p in periods:
             k = (p["rule_id"], p["opened_by_result"])
-            ev = _jsonable(p["evidence"])
+            ev = jsonable(p["evidence"])
             row = existing.get(k)
             if row is None:
                 s.execute(t.insert().values(analyzer_id=analyzer, analyte=analyte, updated_at=now,
@@ -1112,7 +752,7 @@ class AlertEngine:
             cur.resolved_by = ACTOR
             cur.updated_at = ts
             return self._event(s, cur, "resolve", ACTOR, d.note, ts)
-        evidence = _jsonable(d.evidence)
+        evidence = jsonable(d.evidence)
         if cur is None:
             if d.trigger is not None:
                 done = s.exec(sa.select(Alert.id).where(
@@ -1175,111 +815,3 @@ class AlertEngine:
                 self.publisher(topic, body)
         except Exception:  # noqa: BLE001 - dispatch must never break evaluation
             log.exception("publishing alert %s failed", a.id)
-
-
-# ----------------------------------------------------------------------------- staff actions
-def _staff(engine: Engine, alert_id: int, by: str, note: str, action: str,
-           publisher: Publisher | None = None) -> dict[str, Any]:
-    if not by.strip() or not note.strip():
-        raise AlertError(f"{action} needs --by NAME and --note TEXT")
-    now = utcnow()
-    with Session(engine, expire_on_commit=False) as s:
-        a = s.get(Alert, alert_id)
-        if a is None:
-            raise AlertError(f"no alert {alert_id}")
-        if a.state == "resolved":
-            raise AlertError(f"alert {alert_id} is already resolved")
-        if action == "acknowledge":
-            if a.state == "acknowledged":
-                raise AlertError(f"alert {alert_id} is already acknowledged")
-            a.state, a.acknowledged_at, a.acknowledged_by = "acknowledged", now, by
-        else:
-            a.state, a.open_key, a.resolved_at, a.resolved_by = "resolved", None, now, by
-        a.updated_at = max(now, a.updated_at)
-        s.flush()
-        ev = AlertEvent(alert_id=a.id, ts=now, action=action, actor=by, state=a.state,
-                        severity=a.severity, note=note.strip(), evidence=a.evidence)
-        s.add(ev)
-        s.flush()
-        payload = alert_json(a) | {"event": action, "event_id": ev.id}
-        audit.record(s, by, f"alert.{action}", "alert", str(a.id),
-                     {"kind": a.kind, "analyzer": a.analyzer_id, "analyte": a.analyte,
-                      "state": a.state, "note": note.strip()}, ts=now)
-        s.commit()
-    if publisher is not None:
-        try:
-            publisher(alert_topic(a.station_id, a.analyzer_id), json.dumps(payload, ensure_ascii=False).encode())
-        except Exception:  # noqa: BLE001
-            log.exception("publishing alert %s failed", a.id)
-    return payload
-
-
-def acknowledge(engine: Engine, alert_id: int, by: str, note: str,
-                publisher: Publisher | None = None) -> dict[str, Any]:
-    """Staff acknowledge an open alert (recorded with the note in the audit trail)."""
-    return _staff(engine, alert_id, by, note, "acknowledge", publisher)
-
-
-def resolve(engine: Engine, alert_id: int, by: str, note: str,
-            publisher: Publisher | None = None) -> dict[str, Any]:
-    """Staff resolve an alert with a note; the same evidence will not reopen it."""
-    return _staff(engine, alert_id, by, note, "resolve", publisher)
-
-
-# ----------------------------------------------------------------------------- queries
-def list_alerts(engine: Engine, *, open_only: bool = False, analyzer: str | None = None,
-                kind: str | None = None) -> list[dict[str, Any]]:
-    """Alerts as JSON objects (``envcal alerts list --json``), newest first, each with its
-    webhook delivery status (``webhook``: counts by state and the last error)."""
-    q = sa.select(Alert)
-    if open_only:
-        q = q.where(Alert.state != "resolved")
-    if analyzer:
-        q = q.where(Alert.analyzer_id == analyzer)
-    if kind:
-        q = q.where(Alert.kind == kind)
-    q = q.order_by(Alert.updated_at.desc(), Alert.id.desc())
-    w = WebhookDelivery.__table__.c
-    with Session(engine) as s:
-        alerts = s.exec(q).scalars().all()
-        hooks: dict[int, dict[str, Any]] = {}
-        for aid, state, err in s.execute(sa.select(w.alert_id, w.state, w.last_error).order_by(w.id)):
-            h = hooks.setdefault(aid, {"pending": 0, "delivered": 0, "failed": 0, "last_error": None})
-            h[state] = h.get(state, 0) + 1
-            if err and state != "delivered":
-                h["last_error"] = err
-        return [alert_json(a) | ({"webhook": hooks[a.id]} if a.id in hooks else {}) for a in alerts]
-
-
-def list_periods(engine: Engine, analyzer: str | None = None) -> list[dict[str, Any]]:
-    """Out-of-control periods as JSON objects, by start."""
-    q = sa.select(OutOfControlPeriod.__table__).order_by(OutOfControlPeriod.__table__.c.start)
-    if analyzer:
-        q = q.where(OutOfControlPeriod.__table__.c.analyzer_id == analyzer)
-    with engine.connect() as conn:
-        return [{k: (_iso(v) if isinstance(v, dt.datetime) else v) for k, v in m.items()}
-                for m in conn.execute(q).mappings()]
-
-
-def staff_actions(engine: Engine, alert_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
-    """Acknowledge and resolve transitions of alerts (by staff, or by the engine as
-    :data:`ACTOR` when the condition cleared), oldest first: alert_id, action, actor, ts
-    (aware UTC), note."""
-    e = AlertEvent.__table__.c
-    q = (sa.select(e.alert_id, e.action, e.actor, e.ts, e.note)
-         .where(e.action.in_(("acknowledge", "resolve"))).order_by(e.ts, e.id))
-    if alert_ids is not None:
-        q = q.where(e.alert_id.in_([int(i) for i in alert_ids]))
-    with engine.connect() as conn:
-        return [dict(m) for m in conn.execute(q).mappings()]
-
-
-def alert_counts(engine: Engine) -> dict[str, int]:
-    """``{"alerts": all, "alerts_open": unresolved, "results": check results}``."""
-    a = Alert.__table__.c
-    with engine.connect() as conn:
-        return {
-            "alerts": int(conn.execute(sa.select(sa.func.count()).select_from(Alert.__table__)).scalar_one()),
-            "alerts_open": int(conn.execute(sa.select(sa.func.count()).where(a.state != "resolved")).scalar_one()),
-            "results": int(conn.execute(sa.select(sa.func.count()).select_from(CheckResult.__table__)).scalar_one()),
-        }

@@ -219,7 +219,8 @@ def test_browser_public_page_without_sign_in(server, browser):
     page.wait_for_selector("h1:has-text('计量检定合格公示')", timeout=30_000)
     assert page.get_by_label("密码").count() == 0
     assert page.get_by_role("button").filter(has_text="登录").count() == 0
-    assert page.get_by_text("诚信分 S = ").first.is_visible()
+    page.wait_for_selector("text=诚信分 S = ", timeout=30_000)  # the formula, at the end of the page
+    _wait_idle(page)
     _shot(page, "zh_public_signed_out")
     ctx.close()
 

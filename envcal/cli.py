@@ -105,7 +105,16 @@ def db_upgrade(db: str | None = DbOption) -> None:
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except Exception as exc:  # a database the user named that cannot be used: one line, exit 2
+        from envcal.db import user_error
+
+        msg = user_error(exc)
+        if msg is None:
+            raise
+        typer.echo(f"error: {msg}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

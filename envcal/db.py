@@ -7,6 +7,7 @@ hook); PostgreSQL is used when the URL says so. The schema is owned by Alembic
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -22,8 +23,18 @@ from envcal.sqltypes import UTCDateTime
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-__all__ = ["MIGRATIONS_DIR", "UTCDateTime", "cached_engine", "init_db", "make_engine",
-           "normalize_url", "schema_diff", "session_scope"]
+__all__ = ["MIGRATIONS_DIR", "DatabaseError", "UTCDateTime", "cached_engine", "init_db",
+           "make_engine", "normalize_url", "schema_diff", "session_scope"]
+
+#: PostgreSQL connection timeout [s]: an unreachable server is reported, not waited for
+PG_CONNECT_TIMEOUT_S = 5
+#: set while :func:`init_db` runs: only then may a missing SQLite file be created
+_CREATING: contextvars.ContextVar[bool] = contextvars.ContextVar("envcal_db_creating", default=False)
+
+
+class DatabaseError(RuntimeError):
+    """The database named by ``--db`` cannot be used: a bad URL, a missing folder or file,
+    an unreachable server. The message is one line for the user (commands exit 2)."""
 
 
 def normalize_url(url: str) -> str:
@@ -58,14 +69,67 @@ def make_engine(url: str, **kwargs) -> Engine:
     sqlalchemy.engine.Engine
     """
     url = normalize_url(url)
-    if url.startswith("sqlite"):
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise DatabaseError(f"--db: {url!r} is not a database URL (use sqlite:///FILE.db or "
+                            "postgresql://USER@HOST/DB)") from None
+    if parsed.get_backend_name() == "sqlite":
+        path = parsed.database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            folder = Path(path).expanduser().resolve().parent
+            if not folder.is_dir():
+                raise DatabaseError(f"--db: folder {folder} does not exist (create it first)")
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
-        engine = sa.create_engine(url, **kwargs)
+        engine = _create(url, **kwargs)
         event.listen(engine, "connect", _sqlite_pragmas)
+        if path and path != ":memory:" and not path.startswith("file:"):
+            event.listen(engine, "do_connect", _sqlite_refuse_missing(Path(path).expanduser()))
     else:
         kwargs.setdefault("pool_pre_ping", True)
-        engine = sa.create_engine(url, **kwargs)
+        if parsed.get_backend_name() == "postgresql":
+            kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT_S})
+        engine = _create(url, **kwargs)
     return engine
+
+
+def _create(url: str, **kwargs) -> Engine:
+    try:
+        return sa.create_engine(url, **kwargs)
+    except (sa.exc.NoSuchModuleError, sa.exc.ArgumentError, ImportError) as exc:
+        raise DatabaseError(f"--db: cannot use {url!r}: {exc}") from None
+
+
+def _sqlite_refuse_missing(path: Path):
+    """A ``do_connect`` hook: a missing SQLite file is created only by :func:`init_db`
+    (``envcal db upgrade`` and the commands that migrate), never by a read-only command."""
+
+    def hook(_dialect, _rec, _cargs, _cparams):
+        if not _CREATING.get() and not path.exists():
+            raise DatabaseError(f"--db: no database at {path} (create it with: envcal db upgrade "
+                                f"--db sqlite:///{path})")
+        return None
+
+    return hook
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of a database failure the user must fix (:class:`DatabaseError`,
+    or a connection the server refused or could not make), else None (a bug: re-raise)."""
+    if isinstance(exc, DatabaseError):
+        return str(exc)
+    if isinstance(exc, sa.exc.OperationalError) and exc.connection_invalidated is False \
+            and "connect" in str(exc).lower():
+        return describe_error(exc)
+    return None
+
+
+def describe_error(exc: BaseException, url: str | None = None) -> str:
+    """One line for a database failure (connection refused, authentication, ...)."""
+    orig = getattr(exc, "orig", None) or exc
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    where = f" at {sa.engine.make_url(url).render_as_string(hide_password=True)}" if url else ""
+    return f"cannot use the database{where}: {first}"
 
 
 @lru_cache(maxsize=16)
@@ -84,13 +148,26 @@ def _alembic_config(engine: Engine):
 
 
 def init_db(engine: Engine) -> None:
-    """Upgrade the database behind ``engine`` to the newest schema (Alembic ``head``)."""
+    """Upgrade the database behind ``engine`` to the newest schema (Alembic ``head``),
+    creating a missing SQLite file.
+
+    Raises
+    ------
+    DatabaseError
+        The server cannot be reached or refuses the connection (one line, no traceback).
+    """
     from alembic import command
 
-    with engine.begin() as conn:
-        cfg = _alembic_config(engine)
-        cfg.attributes["connection"] = conn
-        command.upgrade(cfg, "head")
+    token = _CREATING.set(True)
+    try:
+        with engine.begin() as conn:
+            cfg = _alembic_config(engine)
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except sa.exc.OperationalError as exc:
+        raise DatabaseError(describe_error(exc, str(engine.url))) from None
+    finally:
+        _CREATING.reset(token)
 
 
 def schema_diff(engine: Engine) -> list:

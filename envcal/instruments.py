@@ -441,8 +441,9 @@ def verification_due(engine: Engine, at: dt.datetime, analyzer_ids: Sequence[str
 
 
 def verification_due_alert(d: VerificationDue) -> dict[str, Any]:
-    """Severity, titles (en, zh) and evidence of the ``verification_due`` alert of ``d``:
-    a warning before expiry, critical after."""
+    """Severity, titles (en, zh) and evidence of the ``verification_due`` alert of ``d``
+    (a warning, before and after expiry: an expired verification makes the analyzer
+    unverified, not its data out of control)."""
     if d.state == "due":
         en = f"{d.analyzer_id}: instrument verification {d.record} expires on {d.valid_until} " \
              f"({d.days} days left)"
@@ -452,7 +453,8 @@ def verification_due_alert(d: VerificationDue) -> dict[str, Any]:
         en = f"{d.analyzer_id}: instrument verification {d.record} expired on {d.valid_until} " \
              f"({d.days} days ago)"
         zh = f"{d.analyzer_id}：检定证书 {d.record} 已于 {d.valid_until} 过期（已 {d.days} 天）"
-        sev = "critical"
+        # not verified (a coverage reason), yet its data are not out of control for that
+        sev = "warning"
     return {"severity": sev, "title_en": en, "title_zh": zh,
             "evidence": {"state": d.state, "record": d.record,
                          "valid_until": d.valid_until.isoformat() if d.valid_until else None,

@@ -65,7 +65,7 @@ def test_demo_headless_summary_counts(demo_run):
     assert summary["archive_files"] > 0
     assert set(summary["alerts"]) <= {"out_of_tolerance", "out_of_control", "drift_trend",
                                       "check_overdue", "material_invalid", "data_quality",
-                                      "peer_drift"}
+                                      "peer_drift", "verification_due"}
     for component in ("database", "broker", "ingest", "verify", "simulator", "ui", "archive"):
         assert f" {component}" in err
 

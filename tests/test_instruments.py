@@ -175,3 +175,42 @@ def test_cli_verify_record(sqlite_url, tmp_path):
                             "--stations", stations, "--json", "--records-only", "--db", sqlite_url])
     rep = json.loads(r.output)
     assert (rep["verified"], rep["total"]) == (1, 8)
+
+
+def test_verification_due_before_and_after_expiry(sqlite_engine, registry):
+    from envcal.instruments import verification_due, verification_due_alert
+
+    sync_registry(sqlite_engine, registry)
+    ids = sorted(registry.analyzers)
+    _add(sqlite_engine, ids[0], "LONG", valid="2027-06-30")  # months left: nothing due
+    _add(sqlite_engine, ids[1], "SOON", valid="2026-12-10")  # 13 days left
+    _add(sqlite_engine, ids[2], "OLD", date="2025-06-01", valid="2026-05-31")  # expired
+    due = verification_due(sqlite_engine, AT, ids[:4])
+    assert due[ids[0]] is None and due[ids[3]] is None  # ids[3]: never verified, no due date
+    assert (due[ids[1]].state, due[ids[1]].record, due[ids[1]].days) == ("due", "SOON", 13)
+    assert (due[ids[2]].state, due[ids[2]].days) == ("overdue", 180)
+    assert verification_due(sqlite_engine, AT, [ids[1]], lead_days=10)[ids[1]] is None
+    a = verification_due_alert(due[ids[2]])
+    assert a["severity"] == "warning" and "2026-05-31" in a["title_zh"]
+    assert a["evidence"] == {"state": "overdue", "record": "OLD", "valid_until": "2026-05-31",
+                             "days": 180}
+
+
+def test_verification_due_alert_from_the_engine_timer(sqlite_engine, registry):
+    from envcal.alerts import AlertConfig, AlertEngine, list_alerts
+
+    sync_registry(sqlite_engine, registry)
+    ids = sorted(registry.analyzers)
+    _add(sqlite_engine, ids[1], "SOON", valid="2026-12-10")
+    ae = AlertEngine(sqlite_engine, registry, config=AlertConfig(verification_due_days=30))
+    try:
+        ae.tick(AT)
+        got = [(a["analyzer"], a["kind"]) for a in list_alerts(sqlite_engine, kind="verification_due")]
+        assert got == [(ids[1], "verification_due")]
+        # renewed: the alert resolves at the next tick
+        _add(sqlite_engine, ids[1], "RENEWED", date="2026-11-20", valid="2027-11-19")
+        ae.tick(AT)
+        states = [a["state"] for a in list_alerts(sqlite_engine, kind="verification_due")]
+        assert states == ["resolved"]
+    finally:
+        ae.close()

@@ -20,9 +20,16 @@ from envcal.alerts.config import (
 )
 from envcal.alerts.engine import AlertEngine
 from envcal.alerts.periods import condition_periods, ooc_periods_kernel
-from envcal.alerts.staff import acknowledge, alert_counts, list_alerts, list_periods, resolve
+from envcal.alerts.staff import (
+    acknowledge,
+    alert_counts,
+    list_alerts,
+    list_periods,
+    resolve,
+    staff_actions,
+)
 
 __all__ = ["ACTOR", "FALSIFY_BUCKETS", "FALSIFY_COUNTS", "KINDS", "SEVERITIES", "STATES",
            "AlertConfig", "AlertEngine", "AlertError", "Desired", "acknowledge", "alert_counts",
            "alert_json", "condition_periods", "list_alerts", "list_periods", "ooc_periods_kernel",
-           "open_key", "resolve"]
+           "open_key", "resolve", "staff_actions"]

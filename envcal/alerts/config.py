@@ -12,7 +12,7 @@ from typing import Any
 from envcal.trends import TrendModel
 
 KINDS = ("out_of_tolerance", "out_of_control", "drift_trend", "check_overdue",
-         "material_invalid", "data_quality", "peer_drift")
+         "material_invalid", "data_quality", "peer_drift", "verification_due")
 SEVERITIES = ("info", "warning", "critical")
 STATES = ("open", "acknowledged", "resolved")
 ACTOR = "envcal-alerts"
@@ -37,6 +37,7 @@ class AlertConfig:
     """
 
     escalate_after_h: float = 4.0          # unacknowledged this long -> escalate [h]
+    verification_due_days: float = 30.0    # instrument verification reminder lead time [d]
     history_days: float = 90.0             # check history re-read per evaluation [d]
     # the drift-trend model (envcal.trends.TrendModel holds the defaults)
     drift_horizon_days: float = TrendModel.horizon_days  # forecast crossing within [d]

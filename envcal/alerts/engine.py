@@ -77,6 +77,7 @@ from envcal.alerts.config import (
 from envcal.alerts.periods import condition_periods
 from envcal.alerts_dispatch import Publisher, WebhookDispatcher, alert_topic, check_webhook_url
 from envcal.codes import CHECK_KINDS
+from envcal.instruments import verification_due, verification_due_alert
 from envcal.models import (
     Alert,
     AlertEvent,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -108,6 +109,19 @@ def list_periods(engine: Engine, analyzer: str | None = None) -> list[dict[str, 
     with engine.connect() as conn:
         return [{k: (iso(v) if isinstance(v, dt.datetime) else v) for k, v in m.items()}
                 for m in conn.execute(q).mappings()]
+
+
+def staff_actions(engine: Engine, alert_ids: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Acknowledge and resolve transitions of alerts (by staff, or by the engine as
+    :data:`~envcal.alerts.config.ACTOR` when the condition cleared), oldest first: alert_id,
+    action, actor, ts (aware UTC), note."""
+    e = AlertEvent.__table__.c
+    q = (sa.select(e.alert_id, e.action, e.actor, e.ts, e.note)
+         .where(e.action.in_(("acknowledge", "resolve"))).order_by(e.ts, e.id))
+    if alert_ids is not None:
+        q = q.where(e.alert_id.in_([int(i) for i in alert_ids]))
+    with engine.connect() as conn:
+        return [dict(m) for m in conn.execute(q).mappings()]
 
 
 def alert_counts(engine: Engine) -> dict[str, int]:

@@ -66,6 +66,15 @@ def ingest(
         _fail(console, "registry", str(exc))
     console.print(f"[green]✓ registry [/green]  {len(reg.stations)} stations, {len(reg.analyzers)} analyzers "
                   f"from {stations_path}")
+    from envcal.broker import parse_broker_url, port_open
+
+    try:  # before anything is created: no broker, no database file
+        host, port, _tls = parse_broker_url(broker_url)
+    except ValueError as exc:
+        _fail(console, "broker", str(exc))
+    if not port_open(host, port, timeout=3.0):
+        _fail(console, "broker", f"nothing listens on {host}:{port}: start the MQTT broker "
+              "(mosquitto) or pass --broker mqtt://HOST:PORT")
     try:
         engine = make_engine(url)
         init_db(engine)

@@ -11,6 +11,10 @@ Running::
     envcal users add admin --role admin          # asks for the password
     envcal ui --db sqlite:///envcal.db --port 8501
 
+Sessions: a signed cookie (:mod:`envcal.ui.session`) keeps the sign-in and the language
+across F5 and deep links. ``ENVCAL_PUBLIC_PAGE=1`` serves the public disclosure page
+(``/public``, no sign-in, read-only).
+
 Roles: viewer (read), staff (acknowledge / resolve alerts), lab (upload / revoke CRM
 certificates), admin (everything, confirm rules). Sessions end after
 ``ENVCAL_SESSION_TIMEOUT_MIN`` idle minutes (default 30); five failed logins lock an

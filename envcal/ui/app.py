@@ -48,6 +48,20 @@ h1 {color: #0b3d6e; font-size: 1.7rem !important;}
 """
 
 
+def uploader_css() -> str:
+    """Streamlit's own file-uploader texts in the current language (it has no option)."""
+    return (
+        "<style>"
+        "[data-testid='stFileUploaderDropzone'] button [data-testid='stMarkdownContainer'] p"
+        "{font-size:0}"
+        "[data-testid='stFileUploaderDropzone'] button [data-testid='stMarkdownContainer'] p::after"
+        f"{{content:'{t('cm.uploader_browse')}';font-size:0.875rem}}"
+        "[data-testid='stFileUploaderDropzoneInstructions'] span{font-size:0}"
+        "[data-testid='stFileUploaderDropzoneInstructions'] span::after"
+        f"{{content:'{t('cm.uploader_limit')}';font-size:0.75rem}}"
+        "</style>")
+
+
 def _language_switch() -> None:
     cur = lang()
     choice = st.sidebar.radio(t("app.language"), LANGS, index=LANGS.index(cur),
@@ -123,7 +137,7 @@ def main() -> None:
     opens after signing in; the public page (``/public``) needs no sign-in.
     """
     st.set_page_config(page_title=t("app.title"), page_icon=_icon(), layout="wide")
-    st.markdown(CSS, unsafe_allow_html=True)
+    st.markdown(CSS + uploader_css(), unsafe_allow_html=True)
     public = public_page_enabled()
     _language_switch()
     actor = current_actor()

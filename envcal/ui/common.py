@@ -311,6 +311,11 @@ def _ev_value(v) -> str:
     if isinstance(v, str) and _ISO.match(v):
         return fmt_time(v)
     if isinstance(v, str):
+        from envcal.ui.i18n import STRINGS
+
+        for prefix in ("vdue", "verdict", "astate", "ckind", "akind", "crmkind", "qty", "status"):
+            if f"{prefix}.{v}" in STRINGS:
+                return t(f"{prefix}.{v}")
         return localize_text(v)
     if isinstance(v, list):
         return ", ".join(_ev_value(x) for x in v)

@@ -130,7 +130,8 @@ def _raw_words() -> set[str]:
     words = {*KINDS, *SEVERITIES, *ALERT_STATES, *RESULTS, *CHECK_KINDS, *QUANTITIES, *STATES,
              "pass", "warn", "fail", "invalid", "gas_cylinder", "solution", "zero_material",
              "confirmed", "unverified", "valid", "expired", "revoked", "superseded",
-             "flat_line", "no_data", "seq_gaps", "out_of_range", "rate_of_change"}
+             "flat_line", "no_data", "seq_gaps", "out_of_range", "rate_of_change", "due",
+             "overdue", "nan", "none", "null"}
     return words | set(STRINGS)
 
 
@@ -218,7 +219,8 @@ def test_browser_public_page_without_sign_in(server, browser):
     page.wait_for_selector("h1:has-text('计量检定合格公示')", timeout=30_000)
     assert page.get_by_label("密码").count() == 0
     assert page.get_by_role("button").filter(has_text="登录").count() == 0
-    assert page.get_by_text("诚信分 S = ").first.is_visible()
+    page.wait_for_selector("text=诚信分 S = ", timeout=30_000)  # the formula, at the end of the page
+    _wait_idle(page)
     _shot(page, "zh_public_signed_out")
     ctx.close()
 

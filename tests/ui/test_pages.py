@@ -256,3 +256,109 @@ def test_ui_command_registered():
     r = CliRunner().invoke(app, ["ui", "--help"])
     assert r.exit_code == 0
     assert "--port" in r.output and "--db" in r.output
+
+
+def test_app_every_domain_value_has_a_label():
+    """Every enum value the pages show has a zh and en label (no raw value in zh)."""
+    from envcal.alerts import KINDS
+    from envcal.certificates import CertificateDoc
+    from envcal.codes import CHECK_KINDS, QUANTITIES
+    from envcal.instruments import RESULTS
+    from envcal.state import REASONS
+    from envcal.ui.i18n import STRINGS, missing_keys
+
+    assert missing_keys() == []
+    kinds = CertificateDoc.model_fields["kind"].annotation.__args__
+    need = ([f"akind.{k}" for k in KINDS] + [f"ckind.{k}" for k in CHECK_KINDS]
+            + [f"qty.{q}" for q in QUANTITIES] + [f"crmkind.{k}" for k in kinds]
+            + [f"vresult.{r}" for r in RESULTS] + [f"reason.{r}" for r in REASONS])
+    assert [k for k in need if k not in STRINGS] == []
+
+
+def test_app_public_page_needs_no_sign_in_and_is_off_by_default(seeded, monkeypatch):
+    monkeypatch.setenv("ENVCAL_PUBLIC_PAGE", "1")
+    at = _page(_app(seeded[0], monkeypatch), "public")
+    assert not at.exception
+    assert "计量检定合格公示与计量信用信息" in _titles(at)
+    assert not [w for w in at.text_input if w.key == "login_password"]  # no sign-in form
+    assert not at.button and not at.text_area  # nothing that changes state
+    shown = " ".join(str(df.value.to_csv()) for df in at.dataframe)
+    assert "admin" not in shown and "staff" not in shown  # no person or account
+    assert any("诚信分 S" in c.value for c in at.caption)
+    monkeypatch.setenv("ENVCAL_PUBLIC_PAGE", "0")
+    at = _app(seeded[0], monkeypatch)
+    with pytest.raises(ValueError):  # not registered: AppTest cannot switch to it
+        at.switch_page("envcal/ui/pages/public.py").run()
+    assert at.text_input(key="login_password") is not None
+
+
+def test_app_overview_coverage_reasons_and_due_dates_in_chinese(seeded, monkeypatch):
+    at = _app(seeded[0], monkeypatch, "viewer")
+    frames = [df.value for df in at.dataframe]
+    due = next(f for f in frames if "证书编号" in f.columns)
+    assert set(due["状态"]) == {"即将到期", "已过期"}  # HZ-SW01-WQ soon, SX-WW01-WQ expired
+    reasons = next(f for f in frames if "原因" in f.columns and "仪器" in f.columns and len(f.columns) == 2)
+    text = " ".join(reasons["原因"])
+    assert "已于" in text and "过期" in text and "expired" not in text
+    worst = next(f for f in frames if "失控起始" in f.columns)
+    row = worst[worst["仪器"] == "JX-PP01-CEMS"].iloc[0]
+    assert row["失控起始"] != "—" and "天" in row["持续"]
+
+
+def test_app_analyzer_deep_link_opens_the_failing_channel(seeded, monkeypatch):
+    monkeypatch.setenv("ENVCAL_DB", seeded[0])
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["lang"] = "zh"
+    at.session_state[SESSION_KEY] = Actor("viewer", "viewer")
+    at.query_params["analyzer"] = "JX-PP01-CEMS"
+    at.run()
+    at.switch_page("envcal/ui/pages/analyzer.py").run()
+    assert not at.exception
+    assert at.selectbox(key="analyzer_pick").value == "JX-PP01-CEMS"
+    assert at.selectbox(key="channel_pick").value == "SO2"  # the drifting, out-of-control one
+    assert at.selectbox(key="kind_pick").value == "span"
+
+
+def test_app_reports_open_on_the_last_complete_month(seeded, monkeypatch):
+    import datetime as dt
+
+    from envcal.views import local_tz
+
+    at = _page(_app(seeded[0], monkeypatch, "viewer"), "reports")
+    assert not at.exception
+    today = dt.datetime.now(local_tz())
+    prev = (today.year, today.month - 1) if today.month > 1 else (today.year - 1, 12)
+    assert tuple(at.selectbox(key="rp_month").value) == prev
+    assert any(b.label == "下载 PDF" for b in at.get("download_button"))
+
+
+def test_app_lab_certificate_form_imports_or_lists_problems(seeded_fresh, monkeypatch):
+    url, eng, _ = seeded_fresh
+    before = _count_certs(eng)
+    at = _page(_app(url, monkeypatch, "lab"), "materials")
+    at.text_input(key="cf_id").input("GBW(E)080123-2026-777")
+    at.text_input(key="cf_code").input("GBW(E)080123")
+    at.text_input(key="cf_name").input("二氧化硫/氮气 标准气体")
+    at.text_input(key="cf_producer").input("浙江示例标准气体有限公司")
+    at.text_input(key="cf_lot").input("2026-777")
+    _button(at, "校验表单并导入").click().run()  # no certified value: refused, named in Chinese
+    assert not at.exception
+    errors = [e.value for e in at.error]
+    assert any("证书未导入" in e for e in errors) and any("认定值" in e for e in errors)
+    assert _count_certs(eng) == before
+
+
+def test_app_lab_records_instrument_verification(seeded_fresh, monkeypatch):
+    from envcal.instruments import list_verification_records
+
+    url, eng, _ = seeded_fresh
+    at = _page(_app(url, monkeypatch, "lab"), "materials")
+    at.selectbox(key="iv_analyzer").select("SX-WW01-WQ")
+    at.text_input(key="iv_number").input("ZJJL2026-0999")
+    _button(at, "校验并登记").click().run()
+    assert not at.exception
+    assert any("已登记 SX-WW01-WQ 的检定证书 ZJJL2026-0999" in s.value for s in at.success)
+    rec = [r for r in list_verification_records(eng, "SX-WW01-WQ") if r["number"] == "ZJJL2026-0999"]
+    assert rec and rec[0]["recorded_by"] == "lab"
+    at = _page(_app(url, monkeypatch, "staff"), "materials")  # staff: no form
+    assert not [b for b in at.button if b.label == "校验并登记"]

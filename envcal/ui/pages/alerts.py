@@ -77,7 +77,8 @@ aid = st.selectbox(t("al.pick"), list(df["id"]), key="al_pick", format_func=pick
 a = df[df["id"] == aid].iloc[0]
 c1, c2 = st.columns([1.4, 1])
 with c1:
-    st.markdown(f"**{t('al.evidence')}** · {a['analyzer']} {a['analyte'] or ''} · "
+    channel = a["analyte"] if isinstance(a["analyte"], str) else ""
+    st.markdown(f"**{t('al.evidence')}** · {a['analyzer']} {channel} · "
                 f"{lab('akind', a['kind'])} · {t('col.opened')} {fmt_time(a['opened_at'])}")
     ev = a["evidence"]
     if isinstance(ev, str):

@@ -21,6 +21,7 @@ from envcal.ui.common import (
     engine,
     flash,
     fmt_time,
+    fmt_unit,
     lab,
     local_times,
     now,
@@ -89,7 +90,9 @@ if is_lab:
             f_trace = st.text_input(t("cm.f_trace"), key="cf_trace")
             st.markdown(t("cm.f_values"))
             f_values = st.data_editor(
-                pd.DataFrame([{"analyte": "", "value": None, "unit": "", "U": None, "k": 2.0}]),
+                pd.DataFrame({"analyte": pd.Series(dtype=str), "value": pd.Series(dtype=float),
+                              "unit": pd.Series(dtype=str), "U": pd.Series(dtype=float),
+                              "k": pd.Series(dtype=float)}),
                 num_rows="dynamic", key="cf_values", hide_index=True, width="stretch",
                 column_config={"analyte": st.column_config.TextColumn(t("col.analyte")),
                                "value": st.column_config.NumberColumn(t("col.certified")),
@@ -148,7 +151,10 @@ with c1:
         st.error(t("cm.revoked", at=fmt_time(d["revoked_at"]), by=d["revoked_by"],
                    reason=d["revoked_reason"]))
     st.markdown(f"**{t('cm.values')}**")
-    st.dataframe(rename(pd.DataFrame(d["values"]),
+    vals = pd.DataFrame(d["values"])
+    if "unit" in vals.columns:
+        vals["unit"] = [fmt_unit(u) for u in vals["unit"]]
+    st.dataframe(rename(vals,
                         {"analyte": "col.analyte", "value": "col.certified", "unit": "col.unit",
                          "U": "col.U", "k": "col.k", "u": "col.u"}),
                  hide_index=True, width="stretch")
@@ -200,7 +206,7 @@ if len(recs):
                                "institute": "iv.institute", "date": "iv.date",
                                "valid_until": "iv.valid_until", "result": "iv.result",
                                "state": "iv.state", "recorded_by": "iv.recorded_by"}),
-                 hide_index=True, width="stretch", height=260)
+                 hide_index=True, width="stretch", height=min(420, 35 * (len(recs) + 1) + 3))
 if is_lab:
     an = views.analyzers_frame(eng)
     with st.expander(t("iv.add"), icon=":material/verified:"), st.form("iv_form", clear_on_submit=False):

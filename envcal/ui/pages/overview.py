@@ -16,7 +16,6 @@ from envcal.ui.common import (
     lab,
     lang,
     local_times,
-    localize_text,
     now,
     reason_text,
     rename,
@@ -76,40 +75,46 @@ def live() -> None:
                              for r in nv["reasons"]]
             st.dataframe(rename(nv, {"analyzer": "col.analyzer", "reasons": "col.reasons"}),
                          hide_index=True, width="stretch")
-    due = alerts[alerts["kind"] == "verification_due"]
-    st.subheader(t("ov.due"))
-    if not len(due):
-        st.caption(t("ov.no_due"))
-    else:
-        d = due.copy()
-        ev = [e if isinstance(e, dict) else {} for e in d["evidence"]]
-        d["state"] = [lab("vdue", e.get("state")) for e in ev]
-        d["record"] = [e.get("record") or "—" for e in ev]
-        d["valid_until"] = [e.get("valid_until") or "—" for e in ev]
-        d["days"] = [e.get("days") for e in ev]
-        d["title"] = [localize_text(x) for x in (d["title_zh"] if lang() == "zh" else d["title_en"])]
-        st.dataframe(rename(d, {"analyzer": "col.analyzer", "state": "col.state",
-                                "record": "col.record", "valid_until": "col.valid_until",
-                                "days": "col.days", "title": "col.title"}),
-                     hide_index=True, width="stretch")
-    left, right = st.columns([1, 1.6])
+    st.subheader(t("ov.worst"))
+    w = o.worst.copy()
+    since = _since(eng, at, alerts)
+    raw = list(w["state"])
+    w["since"] = [since.get(a) if s_ != "in_control" else None for a, s_ in zip(w["analyzer"], raw, strict=True)]
+    w["duration"] = [fmt_duration((pd.Timestamp(at) - pd.Timestamp(x)).total_seconds() / 3600)
+                     if x is not None and not pd.isna(x) else "—" for x in w["since"]]
+    w["state"] = [state_label(s) for s in raw]
+    w["reason"] = [t(f"reason.{r}") for r in w["reason"]]
+    w = local_times(w, ["last_check", "since"])
+    w = rename(w, {"state": "col.state", "analyzer": "col.analyzer", "since": "col.since",
+                   "duration": "col.duration", "reason": "col.reason",
+                   "open_alerts": "col.open_alerts", "station_name": "col.station_name",
+                   "last_check": "col.last_check", "failed_30d": "col.failed_30d"})
+    st.dataframe(styled_states(w, t("col.state"), raw), hide_index=True, width="stretch",
+                 height=min(430, 35 * (len(w) + 1) + 3),
+                 column_config={t("col.state"): st.column_config.TextColumn(width="small"),
+                                t("col.since"): st.column_config.TextColumn(width="medium"),
+                                t("col.duration"): st.column_config.TextColumn(width="medium"),
+                                t("col.reason"): st.column_config.TextColumn(width="medium"),
+                                t("col.open_alerts"): st.column_config.NumberColumn(width="small"),
+                                t("col.failed_30d"): st.column_config.NumberColumn(width="small")})
+    left, right = st.columns([1.2, 1])
     with left:
         st.subheader(t("ov.map"))
         fig = go.Figure()
         stn = o.stations
-        positions = ["top center", "bottom center", "middle right", "middle left"]
+        # numbered markers (stations a few km apart would overlap as text labels)
+        number = {x: i + 1 for i, x in enumerate(stn.sort_values("station")["station"])}
         for s in views.STATES:
             d = stn[stn["worst"] == s]
             if not len(d):
                 continue
-            short = [" ".join(str(n).split(" ")[:2]) for n in d["station_name"]]  # city, site
             fig.add_trace(go.Scatter(
                 x=d["lon"], y=d["lat"], mode="markers+text", name=state_label(s),
-                text=short, textposition=[positions[i % 4] for i in range(len(d))],
-                textfont={"size": 11, "color": "#263238"},
+                text=[str(number[x]) for x in d["station"]], textposition="middle center",
+                textfont={"size": 11, "color": "white"},
                 hovertext=[f"{a}<br>{b}<br>{c}" for a, b, c in
                            zip(d["station"], d["station_name"], d["operator"], strict=True)],
-                hoverinfo="text", marker={"size": 15, "color": views.STATE_COLORS[s],
+                hoverinfo="text", marker={"size": 20, "color": views.STATE_COLORS[s],
                                           "line": {"width": 1.5, "color": "white"}}))
         # offline: a plain longitude/latitude plane (no map tiles or boundary files from the internet)
         fig.update_xaxes(title=t("map.lon"), gridcolor="#dfe6ee", zeroline=False)
@@ -119,26 +124,26 @@ def live() -> None:
                           plot_bgcolor="#eef3f8",
                           legend={"orientation": "h", "y": -0.18})
         st.plotly_chart(fig, width="stretch", key="map")
+        st.caption("　".join(f"{number[x]} {n}" for x, n in
+                            zip(stn.sort_values("station")["station"],
+                                stn.sort_values("station")["station_name"], strict=True)))
+
     with right:
-        st.subheader(t("ov.worst"))
-        w = o.worst.copy()
-        since = _since(eng, at, alerts)
-        raw = list(w["state"])
-        w["since"] = [since.get(a) if s_ != "in_control" else None for a, s_ in zip(w["analyzer"], raw, strict=True)]
-        w["duration"] = [fmt_duration((pd.Timestamp(at) - pd.Timestamp(x)).total_seconds() / 3600)
-                         if x is not None and not pd.isna(x) else "—" for x in w["since"]]
-        w["state"] = [state_label(s) for s in raw]
-        w["reason"] = [t(f"reason.{r}") for r in w["reason"]]
-        w = local_times(w, ["last_check", "since"])
-        w = rename(w, {"state": "col.state", "analyzer": "col.analyzer", "since": "col.since",
-                       "duration": "col.duration", "reason": "col.reason",
-                       "open_alerts": "col.open_alerts", "station_name": "col.station_name",
-                       "last_check": "col.last_check", "failed_30d": "col.failed_30d"})
-        st.dataframe(styled_states(w, t("col.state"), raw), hide_index=True, width="stretch",
-                     height=min(430, 35 * (len(w) + 1) + 3),
-                     column_config={t("col.state"): st.column_config.TextColumn(width="small"),
-                                    t("col.open_alerts"): st.column_config.NumberColumn(width="small"),
-                                    t("col.failed_30d"): st.column_config.NumberColumn(width="small")})
+        due = alerts[alerts["kind"] == "verification_due"]
+        st.subheader(t("ov.due"))
+        if not len(due):
+            st.caption(t("ov.no_due"))
+        else:
+            d = due.copy()
+            ev = [e if isinstance(e, dict) else {} for e in d["evidence"]]
+            d["state"] = [lab("vdue", e.get("state")) for e in ev]
+            d["record"] = [e.get("record") or "—" for e in ev]
+            d["valid_until"] = [e.get("valid_until") or "—" for e in ev]
+            d["days"] = [e.get("days") for e in ev]
+            st.dataframe(rename(d, {"analyzer": "col.analyzer", "state": "col.state",
+                                    "record": "col.record", "valid_until": "col.valid_until",
+                                    "days": "col.days"}),
+                         hide_index=True, width="stretch")
 
 
 live()

@@ -94,6 +94,7 @@ f["quantity"] = [lab("qty", q) for q in f["quantity"]]
 f["limit"] = [f"±{x:g} {fmt_unit(u)}" if x == x and x is not None else "—"
               for x, u in zip(f["limit"], f["value_unit"], strict=True)]
 f["kind"] = [lab("ckind", k_) for k_ in f["kind"]]
+f["material"] = [m_ if isinstance(m_, str) else "—" for m_ in f["material"]]
 f["rule_status"] = [t(f"status.{s_}") if s_ else "—" for s_ in f["rule_status"]]
 st.dataframe(rename(local_times(f, ["end"]),
                     {"end": "col.end", "analyzer": "col.analyzer", "analyte": "an.channel",

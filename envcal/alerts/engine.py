@@ -225,6 +225,7 @@ class AlertEngine:
             out.extend(self._apply(mine(self._data_quality(now))))
             out.extend(self._apply(mine(self._revocations(now))))
             out.extend(self._apply(mine(self._peer_drift(now))))
+            out.extend(self._apply(mine(self._verification_due(now))))
             out.extend(self._escalate(now, only))
             self._mark_open_periods(only)
         if self.dispatcher is not None:
@@ -642,6 +643,15 @@ class AlertEngine:
                     out.append(Desired(aid, analyte, "peer_drift", False, data_ts=now,
                                        note="back within the neighbours' range"))
         return out
+
+    def _verification_due(self, now: dt.datetime) -> list[Desired]:
+        """Instrument verification records due or expired (rule: :func:`envcal.instruments.verification_due`)."""
+        due = verification_due(self.engine, now, sorted(self.registry.analyzers),
+                               lead_days=self.config.verification_due_days)
+        return [Desired(aid, None, "verification_due", True, **verification_due_alert(d), data_ts=now)
+                if d is not None else Desired(aid, None, "verification_due", False, data_ts=now,
+                                              note="instrument verification renewed")
+                for aid, d in due.items()]
 
     def _escalate(self, now: dt.datetime, only: frozenset[str] | None = None) -> list[dict[str, Any]]:
         limit = now - dt.timedelta(hours=self.config.escalate_after_h)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from envcal.db import make_engine
 from envcal.ui.common import SESSION_KEY
-from envcal.users import Actor
+from envcal.users import Actor, add_user
 from tests.gateway.support import MN17, ROOT, STATIONS, SocketDau, answering, data_frame, minute
 from tests.support.mqtt_ingest import count
 
@@ -16,6 +17,9 @@ def _page(monkeypatch, url: str, broker_url: str, role: str) -> AppTest:
     monkeypatch.setenv("ENVCAL_DB", url)
     monkeypatch.setenv("ENVCAL_BROKER", broker_url)
     monkeypatch.setenv("ENVCAL_STATIONS", str(STATIONS))
+    eng = make_engine(url)
+    add_user(eng, role, role, "a long enough demo password")  # the app re-reads the account
+    eng.dispose()
     at = AppTest.from_file(APP, default_timeout=60)
     at.session_state["lang"] = "en"
     at.session_state[SESSION_KEY] = Actor(role, role)

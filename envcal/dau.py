@@ -405,7 +405,8 @@ class Dau:
         """Send 1013 (time calibration request), wait for the 9013; the platform then sends 1012."""
         qn, data = self.data_frame("1013", None, f"PolId={polid}" if polid else "", ack=True)
         frame = await self._deliver(_Out("1013", qn, data, data, True))
-        assert frame is not None
+        if frame is None:
+            raise ConnectionError("1013 time-calibration request: no 9013 answer from the platform")
         return frame
 
     async def _heartbeats(self) -> None:

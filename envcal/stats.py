@@ -109,6 +109,12 @@ def stats_at(url: str, names: Iterable[str] | None = None) -> dict[str, int]:
         engine.dispose()
 
 
+QUIRKS_ALL = ("SELECT analyzer_id, quirks, count(*) FROM hj212_frame WHERE quirks IS NOT NULL"
+              " GROUP BY analyzer_id, quirks")
+QUIRKS_ONE = ("SELECT analyzer_id, quirks, count(*) FROM hj212_frame WHERE quirks IS NOT NULL"
+              " AND analyzer_id = :a GROUP BY analyzer_id, quirks")
+
+
 def hj212_quirk_counts(engine: Engine, analyzer_id: str | None = None) -> dict[str, dict[str, int]]:
     """HJ 212 quirks per analyzer: how many stored frames showed each bend of the standard.
 
@@ -130,9 +136,7 @@ def hj212_quirk_counts(engine: Engine, analyzer_id: str | None = None) -> dict[s
     """
     import sqlalchemy as sa
 
-    sql = ("SELECT analyzer_id, quirks, count(*) FROM hj212_frame WHERE quirks IS NOT NULL"
-           + (" AND analyzer_id = :a" if analyzer_id is not None else "")
-           + " GROUP BY analyzer_id, quirks")
+    sql = QUIRKS_ONE if analyzer_id is not None else QUIRKS_ALL
     out: dict[str, dict[str, int]] = {}
     with engine.connect() as conn:
         for aid, quirks, n in conn.execute(sa.text(sql), {"a": analyzer_id}):

@@ -37,7 +37,8 @@ def _cipher(key: bytes) -> Cipher:
     if not isinstance(key, (bytes, bytearray)) or len(key) != BLOCK:
         n = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
         raise Sm4Error(f"SM4 key must be {BLOCK} bytes (128 bits), got {n}")
-    return Cipher(algorithms.SM4(bytes(key)), modes.ECB())
+    # ECB is what HJ 212-2025 clause 6.4.2 prescribes for CP (security/README.md)
+    return Cipher(algorithms.SM4(bytes(key)), modes.ECB())  # nosec B305
 
 
 def looks_encrypted(area: str) -> bool:

@@ -10,9 +10,12 @@ Analyzer state at ``at`` (:func:`state_of`, first match wins)
 -------------------------------------------------------------
 1. ``out_of_control``, reason ``open_period``: an out-of-control period of one of its
    channels is open at ``at`` (HJ 75-2017 clause 11-12; 40 CFR 75.24);
-2. ``out_of_control``, reason ``critical_alert``: an alert of severity ``critical`` is open
-   at ``at`` (opened at or before, not resolved before): an ``out_of_control`` alert, a
-   ``data_quality`` alert with falsification evidence, or any alert escalated to critical;
+2. ``out_of_control``, reason ``critical_alert``: a critical alert is open at ``at`` (opened
+   at or before, not resolved before), as :func:`is_critical` decides: an ``out_of_control``
+   alert, a ``data_quality`` alert with falsification evidence, or an alert the engine raised
+   as critical. Escalation (an alert left unacknowledged for ``escalate_after_h``) raises the
+   stored severity to call staff, but says nothing new about the instrument, so it does not
+   change the state;
 3. ``no_data``, reason ``no_result``: no check result within :data:`STATE_WINDOW`;
 4. ``warning``, reason ``out_of_tolerance``: an ``out_of_tolerance`` alert is open (the
    newest valid check of some kind failed its rule, but no out-of-control condition);
@@ -136,6 +139,33 @@ def is_falsification(kind: str, evidence: Mapping[str, Any] | None) -> bool:
     return kind == "data_quality" and "falsification" in ((evidence or {}).get("tests") or {})
 
 
+def is_critical(kind: str, severity: str, escalated: bool,
+                evidence: Mapping[str, Any] | None) -> bool:
+    """Whether an open alert makes its analyzer out of control (rule 2 of the state).
+
+    Parameters
+    ----------
+    kind, severity : str
+        The alert's kind and stored severity.
+    escalated : bool
+        The engine escalated it (unacknowledged too long): its stored severity was raised
+        one step to call staff, which is not evidence about the instrument.
+    evidence : mapping, optional
+        The alert's evidence (for :func:`is_falsification`).
+
+    Returns
+    -------
+    bool
+
+    References
+    ----------
+    40 CFR 75.24 (out-of-control periods); HJ 75-2017 clause 12 (失控).
+    """
+    if kind == "out_of_control" or is_falsification(kind, evidence):
+        return True
+    return severity == "critical" and not escalated
+
+
 def integrity_score(r_fail: float, r_overdue: float, r_ooc: float, n_falsification: int,
                     n_expired: int) -> float:
     """The operator integrity score of :data:`INTEGRITY_FORMULA` [0-100 points].
@@ -204,13 +234,21 @@ def analyzers_frame(engine: Engine) -> pd.DataFrame:
 
 def alerts_open_at(engine: Engine, at: dt.datetime) -> pd.DataFrame:
     """Alerts open at ``at`` (opened at or before, not resolved by then): id, analyzer,
-    analyte, kind, severity, evidence."""
+    analyte, kind, severity, escalated (escalated by ``at``), evidence, critical
+    (:func:`is_critical`)."""
     t = Alert.__table__.c
-    q = (sa.select(t.id, t.analyzer_id.label("analyzer"), t.analyte, t.kind, t.severity, t.evidence)
+    escalated = sa.and_(t.escalated_at.is_not(None), t.escalated_at <= at).label("escalated")
+    q = (sa.select(t.id, t.analyzer_id.label("analyzer"), t.analyte, t.kind, t.severity,
+                   escalated, t.evidence)
          .where(t.opened_at <= at, sa.or_(t.resolved_at.is_(None), t.resolved_at > at)))
     with engine.connect() as conn:
-        return pd.DataFrame(conn.execute(q).mappings().all(),
-                            columns=["id", "analyzer", "analyte", "kind", "severity", "evidence"])
+        df = pd.DataFrame(conn.execute(q).mappings().all(),
+                          columns=["id", "analyzer", "analyte", "kind", "severity", "escalated",
+                                   "evidence"])
+    df["escalated"] = df["escalated"].fillna(False).astype(bool)
+    df["critical"] = [is_critical(k, sev, bool(e), ev) for k, sev, e, ev in
+                      zip(df["kind"], df["severity"], df["escalated"], df["evidence"], strict=True)]
+    return df
 
 
 def out_of_control_periods(engine: Engine, *, analyzer: str | None = None,
@@ -295,7 +333,7 @@ def analyzer_states(engine: Engine, at: dt.datetime, *,
     latest = recent.groupby(["analyzer", "analyte", "kind"], sort=False).tail(1)
     verdicts = latest.groupby("analyzer")["verdict"].apply(list).to_dict()
     n_alerts = alerts["analyzer"].value_counts().to_dict()
-    n_crit = alerts.loc[alerts["severity"] == "critical", "analyzer"].value_counts().to_dict()
+    n_crit = alerts.loc[alerts["critical"], "analyzer"].value_counts().to_dict()
     oot = set(alerts.loc[alerts["kind"] == "out_of_tolerance", "analyzer"])
     decided = [state_of(open_period=aid in open_p, critical_alerts=int(n_crit.get(aid, 0)),
                         out_of_tolerance=aid in oot, newest_verdicts=verdicts.get(aid, []))

@@ -85,3 +85,32 @@ def test_state_falsification_counts_in_integrity(seeded):
     assert row["score"] <= 90.0
     earlier = views.operator_integrity(eng, NOW - dt.timedelta(days=30), FALSIFIED_AT)
     assert earlier[earlier["operator"] == victim["operator"]].iloc[0]["falsification"] == 0
+
+
+def test_state_is_critical_ignores_escalation():
+    assert state.is_critical("out_of_control", "warning", False, None)
+    assert state.is_critical("data_quality", "warning", True, {"tests": {"falsification": {}}})
+    assert state.is_critical("material_invalid", "critical", False, None)
+    assert not state.is_critical("check_overdue", "critical", True, None)  # escalated warning
+    assert not state.is_critical("data_quality", "warning", False, {"tests": {"flat_line": {}}})
+
+
+def test_state_escalated_overdue_alert_is_not_out_of_control(tmp_path):
+    """An overdue-check alert left unacknowledged past the escalation time is stored as
+    critical (to call staff) but leaves the analyzer a warning, not out of control."""
+    eng = make_engine(f"sqlite:///{tmp_path / 'envcal.db'}")
+    init_db(eng)
+    seed_demo(eng, now=NOW, users=False)
+    st = state.analyzer_states(eng, NOW)
+    aid, station = st[st["state"] == "in_control"].iloc[0][["analyzer", "station"]]
+    t0 = NOW - dt.timedelta(days=1)
+    with Session(eng) as s:
+        s.add(Alert(analyzer_id=aid, station_id=station, analyte="SO2", kind="check_overdue",
+                    severity="critical", state="open", open_key=f"{aid}|SO2|check_overdue",
+                    opened_at=t0, updated_at=t0, escalated_at=t0 + dt.timedelta(hours=4),
+                    title_en="check overdue", evidence={}))
+        s.commit()
+    after = state.analyzer_states(eng, NOW).set_index("analyzer")
+    assert after.loc[aid, "state"] != "out_of_control"
+    assert after.loc[aid, "open_critical"] == 0
+    eng.dispose()

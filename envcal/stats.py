@@ -88,14 +88,16 @@ def stats_at(url: str, names: Iterable[str] | None = None) -> dict[str, int]:
 
     Raises
     ------
-    sqlite3.Error or sqlalchemy.exc.SQLAlchemyError
-        The database cannot be opened (a missing SQLite file is not created) or lacks the
-        schema (``envcal db upgrade``).
+    sqlite3.Error
+        A SQLite file that cannot be read or lacks the schema (``envcal db upgrade``).
+    envcal.db.DatabaseError or sqlalchemy.exc.SQLAlchemyError
+        Any other database that cannot be used (a missing SQLite file is not created).
     """
     qs = _queries(names)
     path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
-    if path and path != ":memory:" and "?" not in path:
-        con = sqlite3.connect(Path(path).resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
+    if path and path != ":memory:" and "?" not in path and Path(path).expanduser().is_file():
+        con = sqlite3.connect(Path(path).expanduser().resolve().as_uri() + "?mode=ro", uri=True,
+                              timeout=30)
         try:
             return {n: int(con.execute(q).fetchone()[0]) for n, q in qs}
         finally:

@@ -47,12 +47,22 @@ def test_cli_stats_json_on_sqlite_imports_no_numba_nor_sqlalchemy(tmp_path):
 
 
 def test_cli_stats_missing_database_is_one_line_exit_2(tmp_path):
-    from typer.testing import CliRunner
+    r = subprocess.run([sys.executable, "-m", "envcal.cli", "stats", "--json", "--db",
+                        f"sqlite:///{tmp_path / 'none.db'}"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "no database at" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "none.db").exists()
 
-    res = CliRunner().invoke(app, ["stats", "--json", "--db", f"sqlite:///{tmp_path / 'none.db'}"])
-    assert res.exit_code == 2
-    assert "cannot read" in res.output and "Traceback" not in res.output
-    assert len(res.output.strip().splitlines()) == 1
+
+def test_cli_stats_sqlite_without_schema_is_one_line_exit_2(tmp_path):
+    (tmp_path / "empty.db").write_bytes(b"")
+    r = subprocess.run([sys.executable, "-m", "envcal.cli", "stats", "--json", "--db",
+                        f"sqlite:///{tmp_path / 'empty.db'}"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 2
+    assert "cannot read" in r.stderr and "envcal db upgrade" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_cli_commands_table_covers_every_command_module():

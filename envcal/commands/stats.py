@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import typer
 from rich.console import Console
@@ -21,9 +22,8 @@ def stats(
     url = db_url(db)
     try:
         counts = stats_at(url)
-    except Exception as exc:  # noqa: BLE001 - sqlite3 or SQLAlchemy: one line for the user
-        typer.echo(f"envcal stats: cannot read {url}: {exc.__class__.__name__}: "
-                   f"{str(exc).splitlines()[0] if str(exc) else ''} "
+    except sqlite3.Error as exc:  # the SQLite fast path; other failures: envcal.cli.main
+        typer.echo(f"error: cannot read {url}: {str(exc).splitlines()[0] if str(exc) else exc!r} "
                    "(run `envcal db upgrade --db URL` first?)", err=True)
         raise typer.Exit(2) from None
     if as_json:

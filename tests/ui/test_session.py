@@ -7,7 +7,7 @@ KEY = b"k" * 32
 
 def test_session_cookie_roundtrip():
     v = session.sign("staff", "staff", 1800, now=1000.0, key=KEY)
-    assert session.verify(v, now=1500.0, key=KEY) == ("staff", "staff", 2800.0)
+    assert session.verify(v, now=1500.0, key=KEY) == ("staff", "staff", 2800.0, 1000.0)
 
 
 def test_session_cookie_expired_forged_or_malformed_refused():

@@ -244,6 +244,20 @@ def test_drift_trend_opens_updates_and_resolves(reg_engine, registry):
     assert not all_alerts(reg_engine, "out_of_tolerance")
 
 
+def test_drift_trend_raised_inside_one_batch_that_ends_failing(reg_engine, registry):
+    """A batch holding several days of checks (a fast-forwarded or backfilled run): the trend
+    alarm at its 7th check is raised even though the batch's newest check already fails
+    (and so ends it); judging the checks one by one gives the same alert."""
+    eng = AlertEngine(reg_engine, registry)
+    errs = [0.25 * d for d in range(8)] + [2.9]  # passes for 8 days, then out of tolerance
+    eng.on_results([add_result(reg_engine, d, e) for d, e in enumerate(errs)])
+    (a,) = all_alerts(reg_engine, "drift_trend")
+    assert a["state"] == "resolved"
+    assert a["evidence"]["trends"]["span"]["slope_per_day"] == pytest.approx(0.25)
+    assert a["opened_at"] == T0 + dt.timedelta(days=6, minutes=10)  # the 7th check
+    assert all_alerts(reg_engine, "out_of_tolerance")[0]["state"] == "open"
+
+
 def test_noise_without_drift_opens_nothing(reg_engine, registry):
     rng = np.random.default_rng(7)
     eng = AlertEngine(reg_engine, registry)

@@ -147,6 +147,10 @@ class AlertEngine:
             if a.rule_pack not in self.packs:
                 self.packs[a.rule_pack] = load_pack(a.rule_pack, engine)
         self._lock = threading.RLock()
+        #: (analyzer, analyte) -> smallest result id of the batch being judged: a trend alarm
+        #: at any of the batch's checks is raised even when a later check of the same batch
+        #: already ends it (a batch may hold several days of a fast-forwarded or backfilled run)
+        self._trend_new: dict[tuple[str, str], int] = {}
         self._dq_since: dt.datetime | None = None
         # per channel: [bucket start, newest tick, counts of FALSIFY_COUNTS...] of the last
         # dq_window_h, so the falsification statistic sees a whole window even when ticks
@@ -179,6 +183,13 @@ class AlertEngine:
         """
         pairs = sorted({(r["analyzer"], r["analyte"]) for r in results
                         if r.get("analyzer") in self.registry.analyzers and r.get("analyte")})
+        with self._lock:
+            for r in results:
+                key = (r.get("analyzer"), r.get("analyte"))
+                if key in self._trend_new and r.get("id") is not None:
+                    self._trend_new[key] = min(self._trend_new[key], int(r["id"]))
+                elif r.get("id") is not None:
+                    self._trend_new[key] = int(r["id"])
         return self.evaluate_channels(pairs)
 
     def evaluate_channels(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
@@ -340,6 +351,8 @@ class AlertEngine:
         # drift_trend per check kind
         c = self.config
         alarms = {}
+        first_new = self._trend_new.pop((analyzer, analyte), None)
+        transient: dict[str, Any] | None = None  # the earliest alarm among this batch's checks
         for kind in sorted({r["kind"] for r in hist}):
             rules = pack.rules_for(kind, analyte) if kind in CHECK_KINDS else []
             if not rules:
@@ -351,13 +364,28 @@ class AlertEngine:
                            else np.nan for r in rows], dtype=np.float64)
             passed = np.array([r["verdict"] in ("pass", "warn") for r in rows])
             al, sl, se, dd = trend_alarms(t, qv, passed, rule.limit, c.trend_model())
+
+            def info(i: int, rule=rule, rows=rows, qv=qv, sl=sl, se=se, dd=dd) -> dict[str, Any]:
+                return {"rule": rule.id, "quantity": rule.quantity, "limit": rule.limit,
+                        "slope_per_day": finite(sl[i]), "slope_se": finite(se[i]),
+                        "days_to_limit": finite(dd[i]),
+                        "crossing": iso(rows[i]["end"] + dt.timedelta(days=float(dd[i]))),
+                        "last_value": finite(qv[i]), "last_result": rows[i]["id"],
+                        "n": int(min(np.isfinite(qv[:i + 1]).sum(), c.drift_history))}
             if al[-1]:
-                alarms[kind] = {"rule": rule.id, "quantity": rule.quantity, "limit": rule.limit,
-                                "slope_per_day": finite(sl[-1]), "slope_se": finite(se[-1]),
-                                "days_to_limit": finite(dd[-1]),
-                                "crossing": iso(rows[-1]["end"] + dt.timedelta(days=float(dd[-1]))),
-                                "last_value": finite(qv[-1]), "last_result": rows[-1]["id"],
-                                "n": int(min(np.isfinite(qv).sum(), c.drift_history))}
+                alarms[kind] = info(len(rows) - 1)
+            elif first_new is not None:
+                hits = [i for i, r in enumerate(rows) if r["id"] >= first_new and al[i]]
+                if hits and (transient is None or rows[hits[0]]["end"] < transient["end"]):
+                    transient = {"kind": kind, "end": rows[hits[0]]["end"], "info": info(hits[0])}
+        if not alarms and transient is not None:
+            a = transient["info"]
+            desired.append(Desired(
+                analyzer, analyte, "drift_trend", True, "warning",
+                f"{analyzer} {analyte}: drift reaches the limit in {a['days_to_limit']:.1f} d",
+                f"{analyzer} {analyte}：按漂移趋势约 {a['days_to_limit']:.1f} 天后超限",
+                {"trends": {transient["kind"]: a}, "horizon_days": c.drift_horizon_days},
+                [a["last_result"]], f"result:{a['last_result']}", transient["end"]))
         if alarms:
             ids = sorted(a["last_result"] for a in alarms.values())
             soonest = min(alarms.values(), key=lambda a: a["days_to_limit"])

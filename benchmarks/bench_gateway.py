@@ -33,7 +33,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchmarks.common import row
+from benchmarks.common import fresh_db, row
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYZER = "JX-PP01-CEMS"
@@ -241,17 +241,6 @@ def _bare_subscriber(broker, db: Path, n: int, done: threading.Event):
     return c, con
 
 
-def _fresh_db(path: Path):
-    from envcal.db import init_db, make_engine
-    from envcal.registry import load_registry, sync_registry
-
-    eng = make_engine(f"sqlite:///{path}")
-    init_db(eng)
-    reg = load_registry(ROOT / "stations")
-    sync_registry(eng, reg)
-    return eng, reg
-
-
 def _rows(db: Path) -> int:
     con = sqlite3.connect(db)
     try:
@@ -276,7 +265,7 @@ def _run_envcal(tmp: Path, k: int, frames: list[bytes]) -> tuple[float, int]:
 
     n = len(frames)
     db = tmp / f"envcal{k}.db"
-    eng, reg = _fresh_db(db)
+    eng, reg = fresh_db(db)
     with Mosquitto(tmp / f"mq-e{k}") as broker:
         done = threading.Event()
         svc = IngestService(broker.url, eng, reg, client_id=f"bench-gw-ingest-{k}", batch_size=500,
@@ -300,7 +289,7 @@ def _run_bare(tmp: Path, k: int, frames: list[bytes]) -> tuple[float, int]:
 
     n = len(frames)
     db = tmp / f"bare{k}.db"
-    _fresh_db(db)[0].dispose()
+    fresh_db(db)[0].dispose()
     with Mosquitto(tmp / f"mq-b{k}") as broker:
         done = threading.Event()
         sub, con = _bare_subscriber(broker, db, n + 1, done)  # + the warm-up frame

@@ -21,7 +21,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from benchmarks.common import row
+from benchmarks.common import fresh_db, next_batch, row
 
 ROOT = Path(__file__).resolve().parents[1]
 ANALYZER = "NB-PP02-CEMS"
@@ -68,17 +68,6 @@ def _publish(broker, n: int) -> None:
     c.loop_stop()
 
 
-def _fresh_db(path: Path):
-    from envcal.db import init_db, make_engine
-    from envcal.registry import load_registry, sync_registry
-
-    eng = make_engine(f"sqlite:///{path}")
-    init_db(eng)
-    reg = load_registry(ROOT / "stations")
-    sync_registry(eng, reg)
-    return eng, reg
-
-
 def _counts(db: Path) -> tuple[int, int]:
     con = sqlite3.connect(db)
     try:
@@ -91,7 +80,7 @@ def _counts(db: Path) -> tuple[int, int]:
 def _run_envcal(broker, db: Path, n: int, client_id: str = "bench-envcal") -> float:
     from envcal.ingest import IngestService
 
-    eng, reg = _fresh_db(db)
+    eng, reg = fresh_db(db)
     done = threading.Event()
     # woken by the service's own commit hook, as the baseline is by its worker (no polling)
     svc = IngestService(broker.url, eng, reg, client_id=client_id, batch_size=BATCH,
@@ -109,7 +98,7 @@ def _run_envcal(broker, db: Path, n: int, client_id: str = "bench-envcal") -> fl
 
 def _run_bare(broker, db: Path, n: int, client_id: str = "bench-bare") -> float:
     """The baseline: paho on_message -> queue -> worker: json.loads, executemany, commit, ack."""
-    _fresh_db(db)[0].dispose()  # same schema, same registry rows
+    fresh_db(db)[0].dispose()  # same schema, same registry rows
     con = sqlite3.connect(db, check_same_thread=False)
     con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=NORMAL")
@@ -124,13 +113,7 @@ def _run_bare(broker, db: Path, n: int, client_id: str = "bench-bare") -> float:
     def work() -> None:
         got = 0
         while got < n:
-            batch = [q.get()]
-            deadline = time.monotonic() + 0.2
-            while len(batch) < BATCH:
-                try:
-                    batch.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
+            batch = next_batch(q, BATCH)
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ")
             rows = []
             for _mid, payload in batch:

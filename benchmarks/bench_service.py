@@ -45,7 +45,7 @@ import paho.mqtt.client as mqtt
 import sqlalchemy as sa
 
 from benchmarks.bench_ingest import _make_session, _props
-from benchmarks.common import row
+from benchmarks.common import next_batch, row
 
 ROOT = Path(__file__).resolve().parents[1]
 STATIONS = ROOT / "stations"
@@ -297,13 +297,7 @@ def run_bare(broker, url: str, client_id: str, n_msgs: int, codes: dict) -> dict
     def work() -> None:
         got = 0
         while got < n_msgs:
-            batch = [q.get()]
-            deadline = time.monotonic() + 0.2
-            while len(batch) < BATCH:
-                try:
-                    batch.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
-                except queue.Empty:
-                    break
+            batch = next_batch(q, BATCH)
             now = dt.datetime.now(dt.UTC).replace(tzinfo=None).isoformat(" ")
             rows = []
             for _mid, topic, payload in batch:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import gc
+import queue
 import time
 from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def best_of(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -40,3 +44,33 @@ def row(name: str, envcal_s: float, baseline: str | None, baseline_s: float | No
     speedup = (baseline_s / envcal_s) if (baseline_s and envcal_s) else None
     return {"name": name, "envcal_s": envcal_s, "baseline": baseline,
             "baseline_s": baseline_s, "speedup": speedup, **extra}
+
+
+def fresh_db(path: Path):
+    """A migrated SQLite database at ``path`` with the repository's registry synced.
+
+    Returns
+    -------
+    (Engine, Registry)
+    """
+    from envcal.db import init_db, make_engine
+    from envcal.registry import load_registry, sync_registry
+
+    eng = make_engine(f"sqlite:///{path}")
+    init_db(eng)
+    reg = load_registry(ROOT / "stations")
+    sync_registry(eng, reg)
+    return eng, reg
+
+
+def next_batch(q: queue.SimpleQueue, size: int, wait_s: float = 0.2) -> list:
+    """What a bare subscriber's worker commits at once: the next item of ``q`` (blocking),
+    then whatever else arrives within ``wait_s`` [s], at most ``size`` items."""
+    batch = [q.get()]
+    deadline = time.monotonic() + wait_s
+    while len(batch) < size:
+        try:
+            batch.append(q.get(timeout=max(0.0, deadline - time.monotonic())))
+        except queue.Empty:
+            break
+    return batch

@@ -243,6 +243,21 @@ def rename(df: pd.DataFrame, mapping: dict[str, str]) -> pd.DataFrame:
     return df[cols].rename(columns={c: t(mapping[c]) for c in cols})
 
 
+INTEGRITY_COLUMNS = {"operator": "col.operator", "score": "col.score", "analyzers": "col.analyzers",
+                     "checks": "col.checks", "failed": "col.failed",
+                     "overdue_analyzers": "col.overdue", "ooc_hours": "col.ooc_hours",
+                     "falsification": "col.falsification", "expired_crm": "col.expired_crm"}
+
+
+def integrity_table(df: pd.DataFrame) -> None:
+    """The operator integrity table (:func:`envcal.state.operator_integrity`), as the
+    operators page and the public page show it."""
+    st.dataframe(rename(df, INTEGRITY_COLUMNS), hide_index=True, width="stretch",
+                 column_config={t("col.score"): st.column_config.ProgressColumn(
+                     min_value=0, max_value=100, format="%.1f"),
+                     t("col.ooc_hours"): st.column_config.NumberColumn(format="%.1f")})
+
+
 def state_label(s: str) -> str:
     return t(f"state.{s}")
 

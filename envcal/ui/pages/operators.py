@@ -5,7 +5,7 @@ import datetime as dt
 import streamlit as st
 
 from envcal import views
-from envcal.ui.common import engine, now, rename, t
+from envcal.ui.common import INTEGRITY_COLUMNS, engine, integrity_table, now, rename, t
 
 st.title(t("op.title"))
 eng = engine()
@@ -16,19 +16,12 @@ end = now()
 df = views.operator_integrity(eng, end - dt.timedelta(days=int(days)), end)
 st.markdown(f"**{t('op.formula')}**")
 st.markdown(t("pb.integrity_formula"))
-cols = {"operator": "col.operator", "score": "col.score", "analyzers": "col.analyzers",
-        "checks": "col.checks", "failed": "col.failed", "overdue_analyzers": "col.overdue",
-        "ooc_hours": "col.ooc_hours", "falsification": "col.falsification",
-        "expired_crm": "col.expired_crm"}
-st.dataframe(rename(df, cols), hide_index=True, width="stretch",
-             column_config={t("col.score"): st.column_config.ProgressColumn(
-                 min_value=0, max_value=100, format="%.1f"),
-                 t("col.ooc_hours"): st.column_config.NumberColumn(format="%.1f")})
+integrity_table(df)
 below = df[df["score"] < thr]
 st.subheader(t("op.below"))
 if not len(below):
     st.success(t("op.none_below"))
 else:
-    st.dataframe(rename(below, cols), hide_index=True, width="stretch")
+    st.dataframe(rename(below, INTEGRITY_COLUMNS), hide_index=True, width="stretch")
 st.download_button(t("op.export"), below.to_csv(index=False).encode("utf-8-sig"),
                    file_name=f"operators_below_{thr:g}.csv", mime="text/csv", key="op_csv")

@@ -13,7 +13,16 @@ import pandas as pd
 import streamlit as st
 
 from envcal import views
-from envcal.ui.common import engine, fmt_time, now, public_page_enabled, rename, t
+from envcal.ui.common import (
+    INTEGRITY_COLUMNS,
+    engine,
+    fmt_time,
+    integrity_table,
+    now,
+    public_page_enabled,
+    rename,
+    t,
+)
 
 st.title(t("pb.title"))
 if not public_page_enabled():
@@ -56,20 +65,13 @@ tz = views.local_tz()
 st.subheader(t("pb.operators"))
 st.caption(t("pb.period", start=f"{start.astimezone(tz):%Y-%m-%d}", end=f"{end.astimezone(tz):%Y-%m-%d}"))
 integ = views.operator_integrity(eng, start, end)
-cols = {"operator": "col.operator", "score": "col.score", "analyzers": "col.analyzers",
-        "checks": "col.checks", "failed": "col.failed", "overdue_analyzers": "col.overdue",
-        "ooc_hours": "col.ooc_hours", "falsification": "col.falsification",
-        "expired_crm": "col.expired_crm"}
-st.dataframe(rename(integ, cols), hide_index=True, width="stretch",
-             column_config={t("col.score"): st.column_config.ProgressColumn(
-                 min_value=0, max_value=100, format="%.1f"),
-                 t("col.ooc_hours"): st.column_config.NumberColumn(format="%.1f")})
+integrity_table(integ)
 thr = views.INTEGRITY_THRESHOLD
 st.subheader(t("pb.blacklist", thr=f"{thr:g}"))
 below = integ[integ["score"] < thr]
 if not len(below):
     st.success(t("pb.none_below"))
 else:
-    st.dataframe(rename(below, cols), hide_index=True, width="stretch")
+    st.dataframe(rename(below, INTEGRITY_COLUMNS), hide_index=True, width="stretch")
 st.caption(t("ov.formula") + "：" + t("pb.integrity_formula"))
 st.caption(pd.Timestamp(at).tz_convert(tz).strftime("%Y-%m-%d %H:%M %Z"))

@@ -183,13 +183,12 @@ class AlertEngine:
         """
         pairs = sorted({(r["analyzer"], r["analyte"]) for r in results
                         if r.get("analyzer") in self.registry.analyzers and r.get("analyte")})
+        judged = set(pairs)
         with self._lock:
             for r in results:
                 key = (r.get("analyzer"), r.get("analyte"))
-                if key in self._trend_new and r.get("id") is not None:
-                    self._trend_new[key] = min(self._trend_new[key], int(r["id"]))
-                elif r.get("id") is not None:
-                    self._trend_new[key] = int(r["id"])
+                if key in judged and r.get("id") is not None:
+                    self._trend_new[key] = min(self._trend_new.get(key, int(r["id"])), int(r["id"]))
         return self.evaluate_channels(pairs)
 
     def evaluate_channels(self, pairs: Iterable[tuple[str, str]]) -> list[dict[str, Any]]:
